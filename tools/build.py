@@ -152,7 +152,8 @@ def main(argv=None) -> int:
             course = pathlib.Path(temporary) / "course"
             shutil.copytree(COURSE / "source", course / "source", symlinks=False,
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-            shutil.copy(COURSE / "nbgrader_config.py", course / "nbgrader_config.py")
+            # A link, not a copy: the config imports the grader package beside course/.
+            (course / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
             master, learner, files = build(course, course / "source" / ASSIGNMENT / MASTER_NOTEBOOK.name)
         problems = []
         for name, fresh, path in (("master", master, MASTER_NOTEBOOK),

@@ -1,0 +1,1 @@
+"""Instructor tools: parallel, crash-proof nbgrader autograding and safe feedback."""
