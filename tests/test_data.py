@@ -138,7 +138,7 @@ def test_weights_shared_names(weights_dir):
 
 def test_weights_official_names(weights_dir, tmp_path, monkeypatch):
     """Are the official Keras file names accepted too?"""
-    for include_top, (shared, official) in utils.WEIGHT_FILES.items():
+    for shared, official in utils.WEIGHT_FILES.values():
         (tmp_path / official).symlink_to(weights_dir / shared)
     monkeypatch.setenv(utils.WEIGHTS_ENV, str(tmp_path))
     assert utils.mobilenet_weights().endswith("kernels_1.0_160_no_top.h5")
@@ -177,10 +177,12 @@ def test_imagenet_classifier_sees_llamas(dataset_dir):
         input_shape=(160, 160, 3), include_top=True, weights=utils.mobilenet_weights(True)
     )
     photos = sorted((dataset_dir / "alpaca").glob("*.jpg"))[:40]
-    images = np.stack([
-        tf.keras.utils.img_to_array(tf.keras.utils.load_img(p, target_size=(160, 160)))
-        for p in photos
-    ])
+    images = np.stack(
+        [
+            tf.keras.utils.img_to_array(tf.keras.utils.load_img(p, target_size=(160, 160)))
+            for p in photos
+        ]
+    )
     probabilities = model.predict(
         tf.keras.applications.mobilenet_v2.preprocess_input(images), verbose=0
     )

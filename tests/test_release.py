@@ -33,7 +33,8 @@ def test_generated_notebooks_do_not_drift():
     """Do the committed notebooks equal a fresh generation from the master script?"""
     result = subprocess.run(
         [sys.executable, str(build.ROOT / "tools" / "build.py"), "--check"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -57,8 +58,11 @@ def test_every_exercise_ends_with_its_test_cell():
     learner = nbformat.read(build.LEARNER_NOTEBOOK, as_version=4)
     code_cells = [c for c in learner.cells if c.cell_type == "code"]
     for exercise in ("data_augmenter", "alpaca_model", "fine_tune"):
-        index = next(i for i, c in enumerate(code_cells)
-                     if c.metadata.get("nbgrader", {}).get("grade_id") == exercise)
+        index = next(
+            i
+            for i, c in enumerate(code_cells)
+            if c.metadata.get("nbgrader", {}).get("grade_id") == exercise
+        )
         following = code_cells[index + 1]
         assert following.metadata["nbgrader"]["grade"] is True
         assert re.search(rf"public_tests\.{exercise}_test\({exercise}\)", following.source)

@@ -110,8 +110,14 @@ def generate_release(course: pathlib.Path) -> pathlib.Path:
     env = dict(os.environ)
     env["PATH"] = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     command = [
-        sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT,
-        "--force", "--no-db", "--log-level=WARN",
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "generate_assignment",
+        ASSIGNMENT,
+        "--force",
+        "--no-db",
+        "--log-level=WARN",
     ]
     result = subprocess.run(command, cwd=course, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -150,14 +156,22 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory() as temporary:
             course = pathlib.Path(temporary) / "course"
-            shutil.copytree(COURSE / "source", course / "source", symlinks=False,
-                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+            shutil.copytree(
+                COURSE / "source",
+                course / "source",
+                symlinks=False,
+                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+            )
             # A link, not a copy: the config imports the grader package beside course/.
             (course / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
-            master, learner, files = build(course, course / "source" / ASSIGNMENT / MASTER_NOTEBOOK.name)
+            master, learner, files = build(
+                course, course / "source" / ASSIGNMENT / MASTER_NOTEBOOK.name
+            )
         problems = []
-        for name, fresh, path in (("master", master, MASTER_NOTEBOOK),
-                                  ("learner", learner, LEARNER_NOTEBOOK)):
+        for name, fresh, path in (
+            ("master", master, MASTER_NOTEBOOK),
+            ("learner", learner, LEARNER_NOTEBOOK),
+        ):
             committed = path.read_text(encoding="utf-8") if path.exists() else ""
             if fresh != committed:
                 problems.append(

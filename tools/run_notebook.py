@@ -33,12 +33,14 @@ import build  # noqa: E402
 METRICS_CELL = """\
 # Added by tools/run_notebook.py: record the metrics of this run.
 import json as _json
+import resource as _resource
 _json.dump(
     {
         "frozen": {key: [float(v) for v in values] for key, values in history.history.items()},
         "fine_tune": {key: [float(v) for v in values] for key, values in history_fine.history.items()},
         "tensorflow": tf.__version__,
         "keras": tf.keras.__version__,
+        "kernel_peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
     },
     open("history.json", "w"),
 )
@@ -107,7 +109,9 @@ def run(out: pathlib.Path, timeout: int = 1200) -> dict:
         "keras": history["keras"],
         "val_accuracy_frozen": history["frozen"]["val_accuracy"][-1],
         "val_accuracy_fine_tuned": history["fine_tune"]["val_accuracy"][-1],
-        "epochs": len(history["frozen"]["val_accuracy"]) + len(history["fine_tune"]["val_accuracy"]),
+        "kernel_peak_rss_mb": round(history["kernel_peak_rss_mb"]),
+        "epochs": len(history["frozen"]["val_accuracy"])
+        + len(history["fine_tune"]["val_accuracy"]),
         "history": history,
         "cells": cells,
     }
