@@ -25,7 +25,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import patches  # noqa: E402
+from matplotlib import patches, transforms  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "images"
@@ -37,6 +37,7 @@ INPUT_SHAPE = (160, 160, 3)
 BLUE = "#0072B2"  # frozen
 ORANGE = "#E69F00"  # trains
 PURPLE = "#CC79A7"  # BatchNormalization kept frozen
+PURPLE_TEXT = "#A0466F"  # a darker shade of PURPLE, for small text
 SKY = "#56B4E9"  # narrow (bottleneck) tensors
 GREEN = "#009E73"  # wide (expanded) tensors
 VERMILLION = "#D55E00"  # shortcut
@@ -144,8 +145,14 @@ def padlock(ax, x, y, size, colour):
         zorder=4,
     )
     for side in (-1, 1):
-        ax.plot([x + side * size * 0.33] * 2, [y + size * 0.4, y + size * 0.25],
-                color=colour, linewidth=2.2, solid_capstyle="butt", zorder=4)
+        ax.plot(
+            [x + side * size * 0.33] * 2,
+            [y + size * 0.4, y + size * 0.25],
+            color=colour,
+            linewidth=2.2,
+            solid_capstyle="butt",
+            zorder=4,
+        )
     keyhole = patches.Circle((x, y + size * 0.02), size * 0.1, facecolor="white", zorder=5)
     ax.add_patch(body)
     ax.add_patch(shackle)
@@ -160,19 +167,41 @@ def padlock(ax, x, y, size, colour):
 def inverted_residual_block() -> pathlib.Path:
     width, height = 10.4, 7.2
     fig, ax = canvas(width, height)
-    ax.text(width / 2, height - 0.35, "An inverted residual block (block_2 of MobileNetV2)",
-            ha="center", va="center", fontsize=15, fontweight="bold")
-    ax.text(width / 2, height - 0.72,
-            "Bar width \u221d number of channels: narrow \u2192 wide \u2192 wide \u2192 narrow",
-            ha="center", va="center", fontsize=10, color=GREY, style="italic")
+    ax.text(
+        width / 2,
+        height - 0.35,
+        "An inverted residual block (block_2 of MobileNetV2)",
+        ha="center",
+        va="center",
+        fontsize=15,
+        fontweight="bold",
+    )
+    ax.text(
+        width / 2,
+        height - 0.72,
+        "Bar width \u221d number of channels: narrow \u2192 wide \u2192 wide \u2192 narrow",
+        ha="center",
+        va="center",
+        fontsize=10,
+        color=GREY,
+        style="italic",
+    )
 
     centre = 4.1
     unit = 0.038  # inches per channel
     bar_height = 0.42
     names_x = 8.25
     names_header_y = height - 1.1
-    ax.text(names_x, names_header_y, "Keras layers", ha="left", va="center", fontsize=9,
-            color=GREY, fontweight="bold")
+    ax.text(
+        names_x,
+        names_header_y,
+        "Keras layers",
+        ha="left",
+        va="center",
+        fontsize=9,
+        color=GREY,
+        fontweight="bold",
+    )
 
     # (label, channels, colour) of each tensor, top to bottom.
     tensors = [
@@ -184,15 +213,21 @@ def inverted_residual_block() -> pathlib.Path:
     ]
     # Operations between consecutive tensors: (main text, detail text, Keras names).
     operations = [
-        ("1\u00d71 conv \u201cexpand\u201d \u00d76: 24 \u2192 144 channels",
-         "+ BN + ReLU6",
-         ["block_2_expand", "block_2_expand_BN", "block_2_expand_relu"]),
-        ("3\u00d73 depthwise conv: one filter per channel",
-         "+ BN + ReLU6",
-         ["block_2_depthwise", "block_2_depthwise_BN", "block_2_depthwise_relu"]),
-        ("1\u00d71 conv \u201cproject\u201d: 144 \u2192 24 channels",
-         "+ BN, linear: no activation",
-         ["block_2_project", "block_2_project_BN"]),
+        (
+            "1\u00d71 conv \u201cexpand\u201d \u00d76: 24 \u2192 144 channels",
+            "+ BN + ReLU6",
+            ["block_2_expand", "block_2_expand_BN", "block_2_expand_relu"],
+        ),
+        (
+            "3\u00d73 depthwise conv: one filter per channel",
+            "+ BN + ReLU6",
+            ["block_2_depthwise", "block_2_depthwise_BN", "block_2_depthwise_relu"],
+        ),
+        (
+            "1\u00d71 conv \u201cproject\u201d: 144 \u2192 24 channels",
+            "+ BN, linear: no activation",
+            ["block_2_project", "block_2_project_BN"],
+        ),
     ]
     top = height - 1.5
     step = 1.2
@@ -205,13 +240,18 @@ def inverted_residual_block() -> pathlib.Path:
         box(ax, centre, y, bar_width, bar_height, tint(colour, 0.55), colour, radius=0.05)
         wide = channels > 24
         if wide:
-            ax.text(centre, y, label, ha="center", va="center", fontsize=10.5,
-                    fontweight="bold")
+            ax.text(centre, y, label, ha="center", va="center", fontsize=10.5, fontweight="bold")
         else:
-            ax.text(centre, y, "24", ha="center", va="center", fontsize=10,
-                    fontweight="bold")
-            ax.text(centre + bar_width / 2 + 0.15, y, label, ha="left", va="center",
-                    fontsize=10.5, fontweight="bold")
+            ax.text(centre, y, "24", ha="center", va="center", fontsize=10, fontweight="bold")
+            ax.text(
+                centre + bar_width / 2 + 0.15,
+                y,
+                label,
+                ha="left",
+                va="center",
+                fontsize=10.5,
+                fontweight="bold",
+            )
 
     for index, (main, detail, names) in enumerate(operations):
         y_start = ys[index] - bar_height / 2
@@ -219,33 +259,87 @@ def inverted_residual_block() -> pathlib.Path:
         arrow(ax, (centre, y_start - 0.03), (centre, y_end + 0.03))
         middle = (y_start + y_end) / 2
         ax.text(centre + 0.18, middle + 0.11, main, ha="left", va="center", fontsize=10.5)
-        ax.text(centre + 0.18, middle - 0.15, detail, ha="left", va="center", fontsize=9.5,
-                color=GREY)
+        ax.text(
+            centre + 0.18, middle - 0.15, detail, ha="left", va="center", fontsize=9.5, color=GREY
+        )
         for line, name in enumerate(names):
-            ax.text(names_x, middle + 0.17 - line * 0.19, name, ha="left", va="center",
-                    fontsize=8.5, family="DejaVu Sans Mono", color=GREY)
+            ax.text(
+                names_x,
+                middle + 0.17 - line * 0.19,
+                name,
+                ha="left",
+                va="center",
+                fontsize=8.5,
+                family="DejaVu Sans Mono",
+                color=GREY,
+            )
 
     # The add node and the shortcut.
     radius = 0.2
     arrow(ax, (centre, ys[3] - bar_height / 2 - 0.03), (centre, add_y + radius + 0.02))
-    ax.add_patch(patches.Circle((centre, add_y), radius, facecolor="white",
-                                edgecolor=VERMILLION, linewidth=1.8, zorder=3))
-    ax.text(centre, add_y - 0.01, "+", ha="center", va="center", fontsize=17,
-            color=VERMILLION, fontweight="bold", zorder=4)
-    ax.text(centre + 0.32, add_y, "add the shortcut to the projection", ha="left",
-            va="center", fontsize=10.5)
-    ax.text(names_x, add_y, "block_2_add", ha="left", va="center", fontsize=8.5,
-            family="DejaVu Sans Mono", color=GREY)
+    ax.add_patch(
+        patches.Circle(
+            (centre, add_y),
+            radius,
+            facecolor="white",
+            edgecolor=VERMILLION,
+            linewidth=1.8,
+            zorder=3,
+        )
+    )
+    ax.text(
+        centre,
+        add_y - 0.01,
+        "+",
+        ha="center",
+        va="center",
+        fontsize=17,
+        color=VERMILLION,
+        fontweight="bold",
+        zorder=4,
+    )
+    ax.text(
+        centre + 0.32,
+        add_y,
+        "add the shortcut to the projection",
+        ha="left",
+        va="center",
+        fontsize=10.5,
+    )
+    ax.text(
+        names_x,
+        add_y,
+        "block_2_add",
+        ha="left",
+        va="center",
+        fontsize=8.5,
+        family="DejaVu Sans Mono",
+        color=GREY,
+    )
     arrow(ax, (centre, add_y - radius - 0.02), (centre, ys[4] + bar_height / 2 + 0.03))
 
     lane = 0.85
     input_left = centre - 24 * unit / 2
-    ax.plot([input_left - 0.03, lane, lane], [ys[0], ys[0], add_y],
-            color=VERMILLION, linewidth=2.0, solid_joinstyle="round", zorder=1)
-    arrow(ax, (lane, add_y), (centre - radius - 0.02, add_y), colour=VERMILLION,
-          linewidth=2.0)
-    ax.text(lane - 0.14, (ys[0] + add_y) / 2, "shortcut (identity)", ha="center",
-            va="center", rotation=90, fontsize=10, color=VERMILLION, fontweight="bold")
+    ax.plot(
+        [input_left - 0.03, lane, lane],
+        [ys[0], ys[0], add_y],
+        color=VERMILLION,
+        linewidth=2.0,
+        solid_joinstyle="round",
+        zorder=1,
+    )
+    arrow(ax, (lane, add_y), (centre - radius - 0.02, add_y), colour=VERMILLION, linewidth=2.0)
+    ax.text(
+        lane - 0.14,
+        (ys[0] + add_y) / 2,
+        "shortcut (identity)",
+        ha="center",
+        va="center",
+        rotation=90,
+        fontsize=10,
+        color=VERMILLION,
+        fontweight="bold",
+    )
     return save(fig, "inverted_residual_block.png")
 
 
@@ -257,8 +351,15 @@ def inverted_residual_block() -> pathlib.Path:
 def alpaca_model() -> pathlib.Path:
     width, height = 10.5, 5.5
     fig, ax = canvas(width, height)
-    ax.text(width / 2, height - 0.3, "The alpaca model: a frozen MobileNetV2 and a new classifier",
-            ha="center", va="center", fontsize=15, fontweight="bold")
+    ax.text(
+        width / 2,
+        height - 0.3,
+        "The alpaca model: a frozen MobileNetV2 and a new classifier",
+        ha="center",
+        va="center",
+        fontsize=15,
+        fontweight="bold",
+    )
 
     row1, row2 = 3.45, 1.2
     box_height = 0.95
@@ -267,11 +368,26 @@ def alpaca_model() -> pathlib.Path:
         box(ax, x, y, w, h, face, edge, hatch=hatch)
         n = len(lines)
         offset = 0.11 * n
-        ax.text(x, y + offset, title, ha="center", va="center", fontsize=10.5,
-                fontweight="bold", zorder=5)
+        ax.text(
+            x,
+            y + offset,
+            title,
+            ha="center",
+            va="center",
+            fontsize=10.5,
+            fontweight="bold",
+            zorder=5,
+        )
         for i, line in enumerate(lines):
-            ax.text(x, y + offset - 0.25 * (i + 1), line, ha="center", va="center",
-                    fontsize=9.5, zorder=5)
+            ax.text(
+                x,
+                y + offset - 0.25 * (i + 1),
+                line,
+                ha="center",
+                va="center",
+                fontsize=9.5,
+                zorder=5,
+            )
         return x - w / 2, x + w / 2
 
     def shape_label(x, y, text):
@@ -284,23 +400,75 @@ def alpaca_model() -> pathlib.Path:
     x_base, w_base, h_base = 8.45, 3.1, 1.75
     stage(x_input, row1, w_input, "Input", ["160\u00d7160\u00d73"])
     stage(x_aug, row1, w_aug, "data_augmentation", ["RandomFlip", "RandomRotation"])
-    ax.text(x_aug, row1 - box_height / 2 - 0.18, "active only while training", ha="center",
-            va="center", fontsize=9, style="italic", color=GREY)
+    ax.text(
+        x_aug,
+        row1 - box_height / 2 - 0.18,
+        "random in fit(), off in predict()",
+        ha="center",
+        va="center",
+        fontsize=9,
+        style="italic",
+        color=GREY,
+    )
     stage(x_pre, row1, w_pre, "preprocess_input", ["[0, 255] \u2192 [\u22121, 1]"])
 
     box(ax, x_base, row1, w_base, h_base, tint(BLUE, 0.82), BLUE, hatch="//", linewidth=1.8)
     label_face = {"facecolor": "white", "edgecolor": "none", "pad": 1.5}
-    ax.text(x_base, row1 + 0.5, "MobileNetV2 base", ha="center", va="center",
-            fontsize=12, fontweight="bold", zorder=5, bbox=label_face)
-    ax.text(x_base, row1 + 0.17, "154 layers, ImageNet weights", ha="center", va="center",
-            fontsize=9.5, zorder=5, bbox=label_face)
-    ax.text(x_base, row1 - 0.14, "called with training=False", ha="center",
-            va="center", fontsize=9.5, family="DejaVu Sans Mono", zorder=5, bbox=label_face)
-    ax.text(x_base, row1 - 0.5, "frozen: 2,257,984 parameters", ha="center",
-            va="center", fontsize=10, color=BLUE, fontweight="bold", zorder=5, bbox=label_face)
+    ax.text(
+        x_base,
+        row1 + 0.5,
+        "MobileNetV2 base",
+        ha="center",
+        va="center",
+        fontsize=12,
+        fontweight="bold",
+        zorder=5,
+        bbox=label_face,
+    )
+    ax.text(
+        x_base,
+        row1 + 0.17,
+        "154 layers, ImageNet weights",
+        ha="center",
+        va="center",
+        fontsize=9.5,
+        zorder=5,
+        bbox=label_face,
+    )
+    ax.text(
+        x_base,
+        row1 - 0.14,
+        "called with training=False",
+        ha="center",
+        va="center",
+        fontsize=9.5,
+        family="DejaVu Sans Mono",
+        zorder=5,
+        bbox=label_face,
+    )
+    ax.text(
+        x_base,
+        row1 - 0.5,
+        "frozen: 2,257,984 parameters",
+        ha="center",
+        va="center",
+        fontsize=10,
+        color=BLUE,
+        fontweight="bold",
+        zorder=5,
+        bbox=label_face,
+    )
     padlock(ax, x_base - 1.15, row1 + h_base / 2 + 0.25, 0.22, BLUE)
-    ax.text(x_base - 0.97, row1 + h_base / 2 + 0.22, "frozen: trainable = False",
-            ha="left", va="center", fontsize=10.5, color=BLUE, fontweight="bold")
+    ax.text(
+        x_base - 0.97,
+        row1 + h_base / 2 + 0.22,
+        "frozen: trainable = False",
+        ha="left",
+        va="center",
+        fontsize=10.5,
+        color=BLUE,
+        fontweight="bold",
+    )
 
     gap = 0.04
     for (x_a, w_a), (x_b, w_b) in [
@@ -312,15 +480,17 @@ def alpaca_model() -> pathlib.Path:
 
     # Row 2: the new classifier head.
     x_gap, w_gap = 1.4, 2.3
-    x_drop, w_drop = 3.95, 1.55
-    x_dense, w_dense = 5.95, 1.2
-    x_logit, w_logit = 8.0, 2.1
-    stage(x_gap, row2, w_gap, "GlobalAveragePooling2D", ["1280"])
+    x_drop, w_drop = 4.1, 1.6
+    x_dense, w_dense = 6.25, 1.2
+    x_logit, w_logit = 8.8, 2.4
+    stage(x_gap, row2, w_gap, "GlobalAveragePooling2D", ["5\u00d75\u00d71280 \u2192 1280 averages"])
     stage(x_drop, row2, w_drop, "Dropout(0.2)", ["only while training"])
-    stage(x_dense, row2, w_dense, "Dense(1)", ["no activation"], face=tint(ORANGE, 0.6),
-          edge=ORANGE)
-    stage(x_logit, row2, w_logit, "logit", ["> 0: not alpaca", "< 0: alpaca"],
-          face="white", edge=INK)
+    stage(
+        x_dense, row2, w_dense, "Dense(1)", ["no activation"], face=tint(ORANGE, 0.6), edge=ORANGE
+    )
+    stage(
+        x_logit, row2, w_logit, "logit", ["> 0: not alpaca", "< 0: alpaca"], face="white", edge=INK
+    )
     for (x_a, w_a), (x_b, w_b), text in [
         ((x_gap, w_gap), (x_drop, w_drop), "1280"),
         ((x_drop, w_drop), (x_dense, w_dense), "1280"),
@@ -329,19 +499,46 @@ def alpaca_model() -> pathlib.Path:
         start, end = x_a + w_a / 2 + gap, x_b - w_b / 2 - gap
         arrow(ax, (start, row2), (end, row2))
         shape_label((start + end) / 2, row2, text)
-    ax.text(x_dense, row2 - box_height / 2 - 0.22, "trains: 1,281 parameters",
-            ha="center", va="center", fontsize=10.5, color="#A86F00", fontweight="bold")
-    ax.text(x_dense, row2 - box_height / 2 - 0.45, "1280 weights + 1 bias",
-            ha="center", va="center", fontsize=9, color=GREY)
+    ax.text(
+        x_dense,
+        row2 - box_height / 2 - 0.22,
+        "trains: 1,281 parameters",
+        ha="center",
+        va="center",
+        fontsize=10.5,
+        color="#A86F00",
+        fontweight="bold",
+    )
+    ax.text(
+        x_dense,
+        row2 - box_height / 2 - 0.45,
+        "1280 weights + 1 bias",
+        ha="center",
+        va="center",
+        fontsize=9,
+        color=GREY,
+    )
 
     # Wrap from the base down to the head.
     wrap_y = (row1 - h_base / 2 + row2 + box_height / 2) / 2
-    ax.plot([x_base, x_base, x_gap, x_gap],
-            [row1 - h_base / 2 - gap, wrap_y, wrap_y, wrap_y],
-            color=GREY, linewidth=1.6, solid_joinstyle="round", zorder=1)
+    ax.plot(
+        [x_base, x_base, x_gap, x_gap],
+        [row1 - h_base / 2 - gap, wrap_y, wrap_y, wrap_y],
+        color=GREY,
+        linewidth=1.6,
+        solid_joinstyle="round",
+        zorder=1,
+    )
     arrow(ax, (x_gap, wrap_y), (x_gap, row2 + box_height / 2 + gap))
-    ax.text(x_base + 0.1, (row1 - h_base / 2 + wrap_y) / 2, "5\u00d75\u00d71280",
-            ha="left", va="center", fontsize=8.5, color=GREY)
+    ax.text(
+        x_base + 0.1,
+        (row1 - h_base / 2 + wrap_y) / 2,
+        "5\u00d75\u00d71280",
+        ha="left",
+        va="center",
+        fontsize=8.5,
+        color=GREY,
+    )
 
     # Legend, top left.
     legend_y = height - 0.82
@@ -352,8 +549,17 @@ def alpaca_model() -> pathlib.Path:
     ]
     x = 0.25
     for face, edge, hatch, text in items:
-        ax.add_patch(patches.Rectangle((x, legend_y - 0.1), 0.34, 0.2, facecolor=face,
-                                       edgecolor=edge, hatch=hatch, linewidth=1.2))
+        ax.add_patch(
+            patches.Rectangle(
+                (x, legend_y - 0.1),
+                0.34,
+                0.2,
+                facecolor=face,
+                edgecolor=edge,
+                hatch=hatch,
+                linewidth=1.2,
+            )
+        )
         ax.text(x + 0.45, legend_y, text, ha="left", va="center", fontsize=9.5)
         x += 0.45 + 0.075 * len(text) + 0.35
     return save(fig, "alpaca_model.png")
@@ -368,8 +574,7 @@ def base_model_layers() -> list[tuple[str, str, bool]]:
     """(name, class name, has weights) of each layer of MobileNetV2 without its top."""
     import keras
 
-    model = keras.applications.MobileNetV2(input_shape=INPUT_SHAPE, include_top=False,
-                                           weights=None)
+    model = keras.applications.MobileNetV2(input_shape=INPUT_SHAPE, include_top=False, weights=None)
     return [(layer.name, type(layer).__name__, bool(layer.weights)) for layer in model.layers]
 
 
@@ -380,10 +585,13 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
     frozen = FINE_TUNE_AT
     bn_kept = sum(is_bn[FINE_TUNE_AT:])
     trainable = count - FINE_TUNE_AT - bn_kept
-    trainable_with_weights = sum(
-        1 for index, (_, kind, has_weights) in enumerate(layers)
+    weighted_kinds = [
+        kind
+        for index, (_, kind, has_weights) in enumerate(layers)
         if index >= FINE_TUNE_AT and kind != "BatchNormalization" and has_weights
-    )
+    ]
+    trainable_with_weights = len(weighted_kinds)
+    weighted_names = " and ".join(sorted(set(weighted_kinds)))
     counts = {
         "layers": count,
         "frozen_before_fine_tune_at": frozen,
@@ -399,20 +607,34 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
             return PURPLE, "////"
         return ORANGE, None
 
-    width, height = 10.5, 6.2
+    width, height = 10.5, 7.0
     fig = plt.figure(figsize=(width, height), dpi=DPI)
-    fig.text(0.5, 1 - 0.32 / height,
-             "Fine-tuning: unfreeze base_model.layers[120:], keep BatchNormalization frozen",
-             ha="center", va="center", fontsize=14, fontweight="bold")
+    fig.text(
+        0.5,
+        1 - 0.32 / height,
+        "Fine-tuning: unfreeze base_model.layers[120:], keep BatchNormalization frozen",
+        ha="center",
+        va="center",
+        fontsize=14,
+        fontweight="bold",
+    )
 
     # Top strip: every layer of the base.
     left, right = 0.6 / width, 1 - 0.35 / width
     strip = fig.add_axes((left, 1 - 2.25 / height, right - left, 0.95 / height))
     for index in range(count):
         colour, hatch = colour_of(index)
-        strip.add_patch(patches.Rectangle((index - 0.42, 0), 0.84, 1, facecolor=colour,
-                                          edgecolor="white" if hatch else colour,
-                                          hatch=hatch, linewidth=0.0))
+        strip.add_patch(
+            patches.Rectangle(
+                (index - 0.42, 0),
+                0.84,
+                1,
+                facecolor=colour,
+                edgecolor="white" if hatch else colour,
+                hatch=hatch,
+                linewidth=0.0,
+            )
+        )
     strip.set_xlim(-1, count)
     strip.set_ylim(0, 1)
     strip.set_yticks([])
@@ -422,59 +644,130 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
     for side in ("left", "right", "top"):
         strip.spines[side].set_visible(False)
     strip.set_xlabel("layer index in base_model.layers", fontsize=9.5, labelpad=2)
-    strip.axvline(FINE_TUNE_AT - 0.5, color=INK, linewidth=1.6, linestyle=(0, (4, 2)),
-                  ymin=0, ymax=1.38, clip_on=False)
-    strip.text(FINE_TUNE_AT - 0.5, 1.45, f"fine_tune_at = {FINE_TUNE_AT}", ha="center",
-               va="bottom", fontsize=10, fontweight="bold", transform=strip.transData,
-               clip_on=False)
-    strip.text((FINE_TUNE_AT - 1) / 2, 1.16, f"{frozen} frozen layers (0\u2013{FINE_TUNE_AT - 1})",
-               ha="center", va="bottom", fontsize=10.5, color=BLUE, fontweight="bold")
-    strip.text((FINE_TUNE_AT + count - 1) / 2 + 0.5, 1.16,
-               f"{count - FINE_TUNE_AT} layers ({FINE_TUNE_AT}\u2013{count - 1})",
-               ha="center", va="bottom", fontsize=10.5, fontweight="bold")
+    strip.axvline(
+        FINE_TUNE_AT - 0.5,
+        color=INK,
+        linewidth=1.6,
+        linestyle=(0, (4, 2)),
+        ymin=0,
+        ymax=1.38,
+        clip_on=False,
+    )
+    strip.text(
+        FINE_TUNE_AT - 0.5,
+        1.45,
+        f"fine_tune_at = {FINE_TUNE_AT}",
+        ha="center",
+        va="bottom",
+        fontsize=10,
+        fontweight="bold",
+        transform=strip.transData,
+        clip_on=False,
+    )
+    strip.text(
+        (FINE_TUNE_AT - 1) / 2,
+        1.16,
+        f"{frozen} frozen layers (0\u2013{FINE_TUNE_AT - 1})",
+        ha="center",
+        va="bottom",
+        fontsize=10.5,
+        color=BLUE,
+        fontweight="bold",
+    )
+    strip.text(
+        (FINE_TUNE_AT + count - 1) / 2 + 0.5,
+        1.16,
+        f"{count - FINE_TUNE_AT} layers ({FINE_TUNE_AT}\u2013{count - 1})",
+        ha="center",
+        va="bottom",
+        fontsize=10.5,
+        fontweight="bold",
+    )
 
     # Bottom: zoom on the layers from fine_tune_at on, with their names.
-    zoom = fig.add_axes((left, 1 - 4.05 / height, right - left, 0.75 / height))
+    zoom = fig.add_axes((left, 1 - 4.3 / height, right - left, 0.75 / height))
     tail = range(FINE_TUNE_AT, count)
     for index in tail:
         colour, hatch = colour_of(index)
-        zoom.add_patch(patches.Rectangle((index - 0.4, 0), 0.8, 1, facecolor=colour,
-                                         edgecolor="white" if hatch else colour,
-                                         hatch=hatch, linewidth=0.0))
+        zoom.add_patch(
+            patches.Rectangle(
+                (index - 0.4, 0),
+                0.8,
+                1,
+                facecolor=colour,
+                edgecolor="white" if hatch else colour,
+                hatch=hatch,
+                linewidth=0.0,
+            )
+        )
     zoom.set_xlim(FINE_TUNE_AT - 0.6, count - 0.4)
     zoom.set_ylim(0, 1)
     zoom.set_yticks([])
     zoom.set_xticks(list(tail))
-    zoom.set_xticklabels([layers[index][0] for index in tail], rotation=90, fontsize=7.5,
-                         family="DejaVu Sans Mono")
+    zoom.set_xticklabels(
+        [layers[index][0] for index in tail], rotation=90, fontsize=7.5, family="DejaVu Sans Mono"
+    )
     for index, label in zip(tail, zoom.get_xticklabels()):
-        label.set_color(PURPLE if is_bn[index] else INK)
+        label.set_color(PURPLE_TEXT if is_bn[index] else INK)
     zoom.tick_params(axis="x", length=2, pad=2)
     for side in ("left", "right", "top", "bottom"):
         zoom.spines[side].set_visible(False)
-    zoom.text(FINE_TUNE_AT - 0.6, 1.12, f"zoom on layers {FINE_TUNE_AT}\u2013{count - 1}",
-              ha="left", va="bottom", fontsize=9.5, color=GREY, style="italic")
+    zoom.text(
+        count - 0.9,
+        1.1,
+        f"zoom on layers {FINE_TUNE_AT}\u2013{count - 1}",
+        ha="right",
+        va="bottom",
+        fontsize=9.5,
+        color=GREY,
+        style="italic",
+    )
 
     # Zoom guides from the strip to the zoom panel.
+    below_label = transforms.blended_transform_factory(strip.transData, strip.transAxes)
     for strip_x, zoom_x in ((FINE_TUNE_AT - 0.5, FINE_TUNE_AT - 0.6), (count - 0.5, count - 0.4)):
-        fig.add_artist(patches.ConnectionPatch(
-            (strip_x, 0), (zoom_x, 1), coordsA=strip.transData, coordsB=zoom.transData,
-            color=GREY, linewidth=0.8, linestyle=(0, (2, 2))))
+        fig.add_artist(
+            patches.ConnectionPatch(
+                (strip_x, -0.52),
+                (zoom_x, 1),
+                coordsA=below_label,
+                coordsB=zoom.transData,
+                color=GREY,
+                linewidth=0.8,
+                linestyle=(0, (2, 2)),
+            )
+        )
 
     # Legend with the counts.
     legend = [
         (BLUE, None, f"frozen: index < {FINE_TUNE_AT}  ({frozen} layers)"),
-        (ORANGE, None, f"trainable: index \u2265 {FINE_TUNE_AT}, not BatchNormalization  "
-                       f"({trainable} layers, {trainable_with_weights} of them with weights)"),
-        (PURPLE, "////", f"BatchNormalization from {FINE_TUNE_AT} on, kept frozen  "
-                         f"({bn_kept} layers)"),
+        (
+            ORANGE,
+            None,
+            f"trainable: index \u2265 {FINE_TUNE_AT}, not BatchNormalization  "
+            f"({trainable} layers; {trainable_with_weights} of them, "
+            f"{weighted_names}, have weights)",
+        ),
+        (
+            PURPLE,
+            "////",
+            f"BatchNormalization from {FINE_TUNE_AT} on, kept frozen  ({bn_kept} layers)",
+        ),
     ]
-    y = 0.72
+    y = 0.95
     for colour, hatch, text in legend:
-        fig.add_artist(patches.Rectangle((0.6 / width, (y - 0.09) / height), 0.32 / width,
-                                         0.18 / height, transform=fig.transFigure,
-                                         facecolor=colour, edgecolor="white" if hatch else colour,
-                                         hatch=hatch, linewidth=0.0))
+        fig.add_artist(
+            patches.Rectangle(
+                (0.6 / width, (y - 0.09) / height),
+                0.32 / width,
+                0.18 / height,
+                transform=fig.transFigure,
+                facecolor=colour,
+                edgecolor="white" if hatch else colour,
+                hatch=hatch,
+                linewidth=0.0,
+            )
+        )
         fig.text(1.05 / width, y / height, text, ha="left", va="center", fontsize=10)
         y -= 0.27
     return save(fig, "fine_tuning.png"), counts
