@@ -1,0 +1,401 @@
+"""Comparison and message helpers shared by `public_tests.py`.
+
+Learners see this file. It describes models in the learner's terms (layer types,
+names and output shapes), renders expected-vs-got tables, runs one training step
+on random data, and builds the small model the Exercise 3 tests fine-tune. It
+holds no exercise solution.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import traceback
+
+import numpy as np
+
+import utils
+
+# The operations a functional model records for `preprocess_input()`.
+PREPROCESS_OPS = ("TrueDivide", "Subtract")
+# Random images and labels used for one training step: small, so a step is fast.
+FIT_BATCH = 2
+# Rows shown around the first differing row of a long table.
+TABLE_WINDOW = 3
+
+
+# --------------------------------------------------------------------------
+# Describing models in the learner's terms
+# --------------------------------------------------------------------------
+
+
+def _shape(shape):
+    """Return a shape as a tuple, with None for unknown dimensions."""
+    if shape is None:
+        return None
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def output_shape(operation, model=None):
+    """Return the output shape of ``operation`` where ``model`` calls it.
+
+    Keras 3 dropped ``layer.output_shape``. An operation called by several
+    models has one node per call, so pick the node that belongs to ``model``.
+    """
+    nodes = list(getattr(operation, "_inbound_nodes", []))
+    model_nodes = getattr(model, "_nodes", None) if model is not None else None
+    if model_nodes is not None:
+        nodes = [node for node in nodes if node in model_nodes] or nodes
+    if not nodes:
+        return None
+    outputs = nodes[0].outputs
+    if len(outputs) != 1:
+        return tuple(_shape(t.shape) for t in outputs)
+    return _shape(outputs[0].shape)
+
+
+def activation_name(layer):
+    """Return the name of a layer's activation, or None for no activation."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    name = getattr(activation, "__name__", None) or type(activation).__name__
+    return None if name == "linear" else name
+
+
+def describe(operation):
+    """Describe one operation as the learner wrote it, e.g. ``Dense(units=1)``."""
+    kind = type(operation).__name__
+    if kind == "Dense":
+        activation = activation_name(operation)
+        extra = f", activation={activation!r}" if activation else ""
+        return f"Dense(units={operation.units}{extra})"
+    if kind == "Dropout":
+        return f"Dropout(rate={operation.rate:g})"
+    if kind == "RandomFlip":
+        return f"RandomFlip(mode={operation.get_config().get('mode')!r})"
+    if kind in ("RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation"):
+        config = operation.get_config()
+        factor = config.get("factor", config.get("height_factor"))
+        if isinstance(factor, (tuple, list)) and len(factor) == 2 and factor[0] == -factor[1]:
+            factor = factor[1]
+        return f"{kind}(factor={factor})"
+    if kind == "TrueDivide":
+        return "TrueDivide (preprocess_input)"
+    if kind == "Subtract":
+        return "Subtract (preprocess_input)"
+    if kind in ("Functional", "Model", "Sequential"):
+        return f"{kind} {operation.name!r}"
+    return kind
+
+
+def summary(model):
+    """Return one row per operation of ``model``: ``[type, output shape, params, detail]``.
+
+    The operations come in the order of ``model.operations``, so the two
+    operations of `preprocess_input()` (TrueDivide and Subtract) show up. This
+    does not compile or change ``model``.
+    """
+    rows = []
+    for operation in model.operations:
+        count = (
+            operation.count_params()
+            if hasattr(operation, "count_params") and getattr(operation, "built", False)
+            else 0
+        )
+        rows.append(
+            [type(operation).__name__, output_shape(operation, model), count, describe(operation)]
+        )
+    return rows
+
+
+def parameter_counts(model):
+    """Return ``(trainable, non_trainable)`` parameter counts of ``model``."""
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    frozen = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
+    return trainable, frozen
+
+
+# --------------------------------------------------------------------------
+# Tables and messages
+# --------------------------------------------------------------------------
+
+
+def render_table(headers, expected, got, labels=None, mark=None, window=None):
+    """Render expected rows beside got rows, aligned, marking the row ``mark``.
+
+    ``expected`` and ``got`` are lists of tuples of cells (missing rows are
+    shown as "-"). ``window`` limits the rows shown to those around ``mark``.
+    """
+    length = max(len(expected), len(got))
+    width = len(headers) // 2
+    blank = ("-",) * width
+    rows = []
+    for i in range(length):
+        left = tuple(expected[i]) if i < len(expected) else blank
+        right = tuple(got[i]) if i < len(got) else blank
+        label = str(labels[i]) if labels is not None else str(i)
+        rows.append((label,) + left + right)
+    if window is not None and mark is not None:
+        keep = range(max(0, mark - window), min(length, mark + window + 1))
+    else:
+        keep = range(length)
+    header = ("",) + tuple(headers)
+    shown = [header] + [tuple(str(c) for c in rows[i]) for i in keep]
+    widths = [max(len(r[c]) for r in shown) for c in range(len(header))]
+    lines = []
+    for n, row in enumerate(shown):
+        is_marked = n > 0 and mark is not None and list(keep)[n - 1] == mark
+        prefix = ">> " if is_marked else "   "
+        cells = [cell.ljust(widths[c]) for c, cell in enumerate(row)]
+        lines.append(
+            (
+                prefix + "  ".join(cells[: 1 + width]) + "  |  " + "  ".join(cells[1 + width :])
+            ).rstrip()
+        )
+    if window is not None and mark is not None and (keep.start > 0 or keep.stop < length):
+        lines.append(f"   (rows {keep.start}-{keep.stop - 1} of {length} shown)")
+    return "\n".join(lines)
+
+
+def first_difference(expected, got, same=None):
+    """Return the index of the first row where ``expected`` and ``got`` differ, or None."""
+    same = same or (lambda a, b: a == b)
+    for i in range(max(len(expected), len(got))):
+        if i >= len(expected) or i >= len(got) or not same(expected[i], got[i]):
+            return i
+    return None
+
+
+def fail(exercise, message, table=None):
+    """Raise the AssertionError every public test raises: one message, one style."""
+    text = f"{exercise}: {message}"
+    if table:
+        text += "\n\n" + table
+    raise AssertionError(text)
+
+
+def passed(exercise):
+    """Print the one line a passing test prints."""
+    print(f"{exercise}: all tests passed.")
+
+
+def comparator(learned, expected):
+    """Compare two `summary()` lists row by row; raise AssertionError on the first difference."""
+    index = first_difference(
+        expected, learned, same=lambda e, g: list(e)[: len(g)] == list(g)[: len(e)]
+    )
+    if index is not None:
+        headers = ("expected layer", "output shape", "got layer", "output shape")
+        table = render_table(
+            headers, [(r[0], r[1]) for r in expected], [(r[0], r[1]) for r in learned], mark=index
+        )
+        got = learned[index] if index < len(learned) else "nothing"
+        want = expected[index] if index < len(expected) else "nothing"
+        fail("comparator", f"layer {index} is {got}; expected {want}.", table)
+    print("All tests passed!")
+
+
+def _keras_frame(error, module):
+    """True when the traceback of ``error`` goes through Keras's ``module``."""
+    return any(module in frame.filename for frame in traceback.extract_tb(error.__traceback__))
+
+
+def call_learner(exercise, function, *args, **kwargs):
+    """Call the learner's function, turning any exception into a readable AssertionError."""
+    if not callable(function):
+        fail(
+            exercise,
+            f"expected the function {exercise}, got {type(function).__name__}. "
+            f"Pass the function itself, without calling it.",
+        )
+    try:
+        return function(*args, **kwargs)
+    except NotImplementedError as error:
+        raise AssertionError(
+            f"{exercise}: the function still raises NotImplementedError. Replace the "
+            f"`raise NotImplementedError()` line with your code."
+        ) from error
+    except Exception as error:
+        text = str(error).strip().splitlines()
+        text = text[0] if text else ""
+        if len(text) > 300:
+            text = text[:300] + " ..."
+        hint = "Read the error, fix the line it points to, and run the cell again."
+        if "Layer count mismatch" in text:
+            hint = (
+                "The weights file BASE_WEIGHTS has no ImageNet classifier: create "
+                "MobileNetV2() with include_top=False (step 1)."
+            )
+        elif "mobilenetv2" in text and "incompatible" in text:
+            hint = (
+                "The base model was built for another image size than the inputs: pass "
+                "input_shape=input_shape to MobileNetV2() (step 1)."
+            )
+        elif _keras_frame(error, "applications/mobilenet_v2"):
+            hint = (
+                "The error comes from tf.keras.applications.MobileNetV2(): check its "
+                "arguments against step 1 of the exercise."
+            )
+        raise AssertionError(
+            f"{exercise}: your code raised {type(error).__name__}: {text}\n{hint}"
+        ) from error
+
+
+def run_check(exercise, what, function, *args, **kwargs):
+    """Run a step of a test on the learner's model; a crash becomes an AssertionError."""
+    try:
+        return function(*args, **kwargs)
+    except AssertionError:
+        raise
+    except Exception as error:
+        text = (str(error).strip().splitlines() or [""])[0][:300]
+        raise AssertionError(
+            f"{exercise}: {what} failed with {type(error).__name__}: {text}\n"
+            f"Fix the layers first: the tests above this one in the message list them."
+        ) from error
+
+
+# --------------------------------------------------------------------------
+# MobileNetV2: reference weights, moving statistics, one training step
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def reference_kernels():
+    """Return ``{layer name: kernel}`` for a few convolutions of the ImageNet weights file.
+
+    Read straight from the Keras HDF5 weights file, once per process.
+    """
+    import h5py
+
+    names = ("Conv1", "Conv_1")
+    kernels = {}
+    with h5py.File(utils.mobilenet_weights(include_top=False), "r") as weights:
+        for name in names:
+            kernels[name] = np.array(
+                weights[name][name]["kernel:0" if "kernel:0" in weights[name][name] else "kernel"]
+            )
+    return kernels
+
+
+def has_imagenet_weights(base_model):
+    """Return ``(True, None)`` or ``(False, layer name)`` for the first kernel that differs."""
+    for name, kernel in reference_kernels().items():
+        try:
+            layer = base_model.get_layer(name)
+        except ValueError:
+            return False, name
+        value = layer.kernel.numpy()
+        if value.shape != kernel.shape or not np.allclose(value, kernel, rtol=0, atol=1e-6):
+            return False, name
+    return True, None
+
+
+def is_batch_norm(layer):
+    import keras
+
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def moving_statistics(base_model):
+    """Snapshot every BatchNormalization moving mean and variance of ``base_model``."""
+    snapshot = {}
+    for layer in base_model.layers:
+        if is_batch_norm(layer):
+            snapshot[layer.name + "/moving_mean"] = layer.moving_mean.numpy().copy()
+            snapshot[layer.name + "/moving_variance"] = layer.moving_variance.numpy().copy()
+    return snapshot
+
+
+def kernels(base_model):
+    """Snapshot the kernel of every convolution of ``base_model``: ``{index: (name, kernel)}``."""
+    snapshot = {}
+    for index, layer in enumerate(base_model.layers):
+        kernel = getattr(layer, "depthwise_kernel", None)
+        if kernel is None:
+            kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            snapshot[index] = (layer.name, kernel.numpy().copy())
+    return snapshot
+
+
+def changed(before, after):
+    """Return the keys whose arrays are not exactly equal (np.array_equal)."""
+    return [key for key in before if not np.array_equal(before[key], after[key])]
+
+
+def random_batch(image_shape, count=FIT_BATCH, seed=0):
+    """Return ``count`` random images in [0, 255] and alternating 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, size=(count,) + tuple(image_shape) + (3,)).astype("float32")
+    labels = (np.arange(count) % 2).reshape(-1, 1).astype("float32")
+    return images, labels
+
+
+def fit_step(model, image_shape, images_in_0_255=True):
+    """Run one real training step of ``model`` on a tiny random batch.
+
+    The step runs eagerly: tracing MobileNetV2's training graph takes several
+    seconds, one eager step well under one. ``fit()`` and ``train_on_batch()``
+    run the same ``train_step``.
+    """
+    images, labels = random_batch(image_shape)
+    if not images_in_0_255:
+        images = images / 127.5 - 1.0
+    model.run_eagerly = True
+    model.train_on_batch(images, labels)
+
+
+def compile_for_test(model, learning_rate=utils.BASE_LEARNING_RATE):
+    """Compile a model built by the tests (never a model of the notebook)."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        run_eagerly=True,
+    )
+    return model
+
+
+def model_for_fine_tuning(image_shape=(96, 96), base_learning_rate=utils.BASE_LEARNING_RATE):
+    """Build a fresh, compiled test model: Input -> frozen MobileNetV2 -> GAP -> Dense(1).
+
+    It stands in for the model of Exercise 2, so that Exercise 3 is tested on
+    its own. It is compiled with Adam(base_learning_rate), so a `fine_tune()`
+    that does not recompile leaves that optimizer in place. Returns
+    ``(model, base_model)``.
+    """
+    import keras
+
+    input_shape = tuple(image_shape) + (3,)
+    base_model = keras.applications.MobileNetV2(
+        input_shape=input_shape,
+        include_top=False,
+        weights=utils.mobilenet_weights(include_top=False),
+    )
+    base_model.trainable = False
+    inputs = keras.Input(shape=input_shape)
+    x = base_model(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(1)(x)
+    model = keras.Model(inputs, outputs, name="fine_tune_test_model")
+    compile_for_test(model, base_learning_rate)
+    model.run_eagerly = False
+    return model, base_model
+
+
+def base_feature_size(size):
+    """MobileNetV2 divides height and width by 32, rounding up (160 -> 5, 128 -> 4)."""
+    return math.ceil(size / 32)
+
+
+def recorded_call_kwargs(base_model, model):
+    """Return the keyword arguments recorded when ``model`` called ``base_model``."""
+    nodes = list(getattr(base_model, "_inbound_nodes", []))
+    model_nodes = getattr(model, "_nodes", None)
+    if model_nodes is not None:
+        nodes = [node for node in nodes if node in model_nodes] or nodes
+    return [dict(node.arguments.kwargs) for node in nodes if node.arguments is not None]

@@ -312,7 +312,118 @@ utils.plot_history(history)
 plt.show()
 
 # %% [markdown]
-# PROBE SECTION: issue 3 replaces this cell with the section on `trainable` and `training`.
+# ## `trainable` and `training`: two different switches
+#
+# Your `alpaca_model()` says two things about the base model:
+#
+# ```python
+# base_model.trainable = False
+# x = base_model(x, training=False)
+# ```
+#
+# They look alike, but they are two different switches:
+#
+# - `trainable` is an attribute of a layer. It says whether `fit()` may change
+#   the layer's weights.
+# - `training` is an argument of a call. It says whether the layer behaves as
+#   in training or as in inference (prediction).
+#
+# Most layers behave the same in both modes. Two layers of your model do not:
+#
+# - BN, in training mode, normalizes each batch with the mean and variance of
+#   that batch, and updates its *moving* mean and variance, running averages
+#   kept for inference. In inference mode it uses the moving mean and variance,
+#   and changes nothing.
+# - Dropout, in training mode, sets a random 20% of its inputs to zero. In
+#   inference mode it does nothing.
+#
+# How do the two switches combine? Do not guess: measure.
+# `utils.probe_trainable_training()` builds tiny models as in the assignment,
+# `x = base_model(inputs, training=...)`, with one BN or one Dropout layer in
+# the base model. For each value of `trainable` and `training` it runs one step
+# of `fit()` and one `predict()`, and records what happened. It takes about 5
+# seconds.
+
+# %%
+probe = utils.probe_trainable_training()
+print(utils.format_probe_table(probe))
+
+# %% [markdown]
+# ### What `trainable = False` does
+#
+# Read the rows where `trainable` is `False`. BN normalizes with its moving
+# statistics and nothing changes: not the moving statistics, not gamma and beta
+# (the scale and shift it learns). This holds in `fit()` and `predict()`, and
+# whatever `training` says. BN uses batch statistics only when `training` and
+# `trainable` are both true.
+#
+# So `base_model.trainable = False` is enough to keep MobileNetV2 exactly as
+# ImageNet trained it, BN included, on every Keras 3 version.
+#
+# ### What `training=False` does
+#
+# Read the rows where `trainable` is `True` and `training` is `False`, during
+# `fit()`. What you see depends on your Keras version:
+#
+# - **Keras 3.0 to 3.15**: `fit()` calls the model with `training=True`, and this
+#   replaces the value written when the model was built. `base_model(x,
+#   training=False)` has no effect during `fit()`: BN uses batch statistics and
+#   updates its moving statistics.
+# - **Keras 3.16 and later**: the value written when the model was built is kept
+#   (keras-team/keras pull request #23364). BN stays in inference mode, but its
+#   gamma and beta still train, because `trainable` is `True`.
+#
+# Dropout has no weights, so `trainable` changes nothing for it. It drops in
+# `fit()` and not in `predict()`; on Keras 3.0 to 3.15, `training=False` does not
+# turn it off during `fit()`.
+#
+# Data augmentation layers work the other way round: they are active unless told
+# otherwise. A plain call such as `model2(images)` flips and rotates the images.
+# `model2.predict(images)` and `model2(images, training=False)` do not.
+
+# %% [markdown]
+# ### Why the assignment uses both
+#
+# - `base_model.trainable = False` freezes the base model now, for the first
+#   training, on every version.
+# - `training=False` is meant for later, when you unfreeze the base model to
+#   fine-tune it. MobileNetV2's BN layers hold statistics of 1.4 million ImageNet
+#   photos. Batches of 32 alpaca photos give noisy statistics, which would shift
+#   the inputs of every layer above them. `training=False` should keep BN on its
+#   ImageNet statistics.
+#
+# On Keras 3.0 to 3.15 it does not. If you unfreeze MobileNetV2 from layer 120
+# on, the 12 BN layers from layer 120 on switch to batch statistics and start
+# updating their moving statistics, with or without `training=False`. So
+# Exercise 3 also sets `trainable = False` on every BN layer: this keeps BN in
+# inference mode on every version.
+#
+# One more trap: `base_model.trainable = True` does nothing when it is already
+# `True`. After you freeze some of its layers one by one, setting it to `True`
+# again does not unfreeze them. Exercise 3 sets `trainable` on each layer.
+
+# %% [markdown]
+# ### The claims, checked on your Keras
+#
+# Here is everything this section claims. The column "Keras 3.0 to 3.15" was
+# measured on Keras 3.15.1, the column "Keras 3.16 and later" on the development
+# version 3.16. The project's tests compare this table with the probe, so the
+# text and the measurement cannot disagree without a test failing.
+#
+# | Question | Keras 3.0 to 3.15 | Keras 3.16 and later |
+# |---|---|---|
+# | Does `trainable = False` put BN in inference mode during `fit()`? | yes | yes |
+# | Does `trainable = False` freeze BN's moving statistics, gamma and beta? | yes | yes |
+# | Does `training=False` keep BN in inference mode during `fit()`? | no | yes |
+# | Does `training=False` stop BN's gamma and beta from training? | no | no |
+# | Does `trainable` change what Dropout does? | no | no |
+# | Does `training=False` turn Dropout off during `fit()`? | no | yes |
+#
+# The next cell answers each question from the table you measured above, and
+# says which column applies to your Keras.
+
+# %%
+print(utils.format_claims(probe))
 
 # %% [markdown]
 # ## Exercise 3 - `fine_tune`
@@ -400,7 +511,41 @@ utils.plot_history(history, history_fine, marker_epoch=initial_epochs)
 plt.show()
 
 # %% [markdown]
-# PROBE EXPERIMENT: issue 3 replaces this cell with the optional BN experiment.
+# ## Optional experiment: fine-tuning with BN frozen or not
+#
+# What happens if BN is left trainable during fine-tuning? This experiment
+# builds two fresh models (it does not touch `model2`), trains their classifier
+# for 2 epochs, then fine-tunes each for 3 epochs from layer 120 on:
+#
+# - one with your `fine_tune()`, BN frozen;
+# - one with BN left trainable, as `base_model.trainable = True` alone would do.
+#
+# The plot shows both validation curves, and how much the moving variance of the
+# last BN layer of MobileNetV2 (`Conv_1_bn`) changes after each batch.
+#
+# With BN frozen, the moving variance stays at its ImageNet value. With BN
+# trainable, on Keras 3.0 to 3.15, it drifts (slowly: MobileNetV2's BN momentum
+# is 0.999), and the layers above it learn on batch statistics that `predict()`
+# never uses. With only 65 validation photos the curves are noisy: run the
+# experiment twice before you draw a conclusion.
+#
+# It takes about 90 seconds, so it is off by default. Set `RUN_BN_EXPERIMENT =
+# True` to run it. It never runs while the notebook is autograded.
+
+# %%
+RUN_BN_EXPERIMENT = False
+
+if RUN_BN_EXPERIMENT and not utils.autograding():
+    bn_results = utils.bn_experiment(
+        lambda: alpaca_model(IMG_SIZE, data_augmenter()),
+        fine_tune,
+        train_dataset,
+        validation_dataset,
+    )
+    utils.plot_bn_experiment(bn_results)
+    plt.show()
+else:
+    print("Skipped. Set RUN_BN_EXPERIMENT = True to run it (about 90 seconds).")
 
 # %% [markdown]
 # ## Which photos does the model get wrong?

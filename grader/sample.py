@@ -1,0 +1,136 @@
+"""Temporary courses and sample submissions built from the master, for tests and benchmarks.
+
+    course = make_course(tmp)            # a course folder with the release generated
+    solution = solution_notebook()       # the master without its hidden tests
+    write_submission(tmp / "in", "alice", solution)
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+import shutil
+import sys
+
+import jupytext
+import nbformat
+
+from .config import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COURSE = ROOT / "course"
+MASTER_SCRIPT = COURSE / "source" / ASSIGNMENT / f"{ASSIGNMENT}.py"
+
+
+def master_notebook() -> nbformat.NotebookNode:
+    """Return the master (solutions and hidden tests) read from the jupytext script."""
+    notebook = jupytext.read(MASTER_SCRIPT, fmt="py:percent")
+    notebook.nbformat, notebook.nbformat_minor = 4, 5
+    notebook.metadata.pop("jupytext", None)
+    for index, cell in enumerate(notebook.cells):
+        cell["id"] = f"cell-{index}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return notebook
+
+
+def make_course(dest: pathlib.Path, public_tests: pathlib.Path | None = None) -> pathlib.Path:
+    """Make a course in ``dest`` from the real one, and run generate_assignment in it.
+
+    The config is a symlink to the course's own. ``public_tests`` replaces
+    public_tests.py (for developing the grader before the real one exists).
+    """
+    from .batch import nbgrader
+
+    dest = pathlib.Path(dest)
+    source = dest / "source" / ASSIGNMENT
+    # Copy the files the symlinks point at (copytree's ignore_dangling_symlinks resolves
+    # relative links against the current folder, so it would drop them all).
+    origin = COURSE / "source" / ASSIGNMENT
+    for path in sorted(origin.rglob("*")):
+        relative = path.relative_to(origin)
+        if path.is_file() and not set(relative.parts) & {".ipynb_checkpoints", "__pycache__"}:
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, source / relative)
+    (dest / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
+    nbformat.write(master_notebook(), source / f"{NOTEBOOK}.ipynb")
+    if public_tests:
+        shutil.copy(public_tests, source / "public_tests.py")
+    result = nbgrader(["generate_assignment", ASSIGNMENT, "--force"], cwd=dest)
+    if result.returncode != 0:
+        raise RuntimeError(f"generate_assignment failed:\n{result.stdout}")
+    return dest
+
+
+def release_notebook(course: pathlib.Path) -> nbformat.NotebookNode:
+    return nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+
+
+def hidden_lines() -> list[str]:
+    """Return every line of the master's hidden tests."""
+    lines = []
+    for cell in master_notebook().cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if line.strip().startswith(HIDDEN_BEGIN):
+                inside = True
+            elif line.strip().startswith(HIDDEN_END):
+                inside = False
+            elif inside:
+                lines.append(line)
+    return lines
+
+
+def solution_notebook(course: pathlib.Path) -> nbformat.NotebookNode:
+    """Return what a perfect student hands in: the release with the master's solutions."""
+    notebook = release_notebook(course)
+    master = master_notebook()
+    for target in notebook.cells:
+        meta = target.metadata.get("nbgrader", {})
+        if meta.get("solution"):
+            lines = cell(master, meta["grade_id"]).source.splitlines()
+            target.source = "\n".join(
+                line for line in lines
+                if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
+            )
+    return notebook
+
+
+def cell(notebook, grade_id: str):
+    """Return the cell of ``notebook`` with this nbgrader grade_id."""
+    for candidate in notebook.cells:
+        if candidate.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return candidate
+    raise KeyError(grade_id)
+
+
+def replace_in(notebook, grade_id: str, old: str, new: str) -> nbformat.NotebookNode:
+    """Return a copy of ``notebook`` with ``old`` replaced by ``new`` in one cell."""
+    notebook = copy.deepcopy(notebook)
+    target = cell(notebook, grade_id)
+    if old not in target.source:
+        raise ValueError(f"{old!r} is not in cell {grade_id}")
+    target.source = target.source.replace(old, new)
+    return notebook
+
+
+def write_submission(folder: pathlib.Path, student: str, notebook) -> pathlib.Path:
+    """Write ``notebook`` (a notebook, or raw text) as nbgrader's submitted layout."""
+    path = pathlib.Path(folder) / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(notebook, str):
+        path.write_text(notebook, encoding="utf-8")
+    else:
+        nbformat.write(notebook, path)
+    return path
+
+
+def environment() -> None:
+    """Point at the shared data and weights when the environment does not say."""
+    shared = ROOT.parent / "shared"
+    os.environ.setdefault("ALPACA_DATASET", str(shared / "data" / "alpaca"))
+    os.environ.setdefault("ALPACA_WEIGHTS_DIR", str(shared / "weights"))
+    bin_dir = str(pathlib.Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"

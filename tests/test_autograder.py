@@ -1,0 +1,373 @@
+"""The instructor side: nbgrader config, batch autograding, feedback and export.
+
+The slow tests share one batch run (``graded``) over eight students that cover
+every scenario, in a temporary course made from the master, graded with 2 workers.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import html
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import time
+import zipfile
+
+import nbformat
+import pytest
+from nbgrader.preprocessors import IgnorePattern
+from nbgrader.utils import determine_grade
+from traitlets.config.loader import PyFileConfigLoader
+
+from grader import batch, sample, submissions
+from grader.config import ASSIGNMENT, NOTEBOOK
+from grader.feedback import HideHiddenTests, significant
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COURSE = ROOT / "course"
+TOTAL = 13
+POINTS = {
+    "data_augmenter_test": 2,
+    "alpaca_model_test": 3,
+    "frozen_base_test": 3,
+    "fine_tune_test": 3,
+    "fine_tune_compile_test": 2,
+}
+# The grading options of the slow tests: cells of a correct submission take < 30 s here.
+CELL_TIMEOUT = 90
+SUBMISSION_TIMEOUT = 600
+
+
+def course_config():
+    return PyFileConfigLoader("nbgrader_config.py", path=str(COURSE)).load_config()
+
+
+def graded_cell(stderr_text, points=2):
+    return nbformat.v4.new_code_cell(
+        "public_tests.data_augmenter_test(data_augmenter)",
+        metadata={"nbgrader": {"grade": True, "grade_id": "t", "points": points,
+                               "solution": False, "locked": True, "schema_version": 3}},
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text="data_augmenter: ok\n"),
+                 nbformat.v4.new_output("stream", name="stderr", text=stderr_text)],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Fast tests
+# --------------------------------------------------------------------------------------
+
+TF_NOISE = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+    "I0000 00:00:1795541121.051224    8486 port.cc:153] oneDNN custom operations are on. You "
+    "may see slightly different numerical results due to floating-point round-off errors.\n",
+    "E0000 00:00:1732467890.123456   12345 cuda_executor.cc:1228] could not find cuda drivers\n",
+    "/x/keras/src/trainers/epoch_iterator.py:74: UserWarning: `shuffle=True` was passed.\n"
+    "  self.data_adapter =\n",
+]
+
+
+@pytest.mark.parametrize("noise", TF_NOISE)
+def test_tensorflow_noise_keeps_full_marks(noise):
+    """Does a test cell whose only stderr is TensorFlow noise keep its points under the course config?"""
+    config = course_config()
+    assert config.IgnorePattern.enabled is True
+    cell = graded_cell(noise)
+    assert determine_grade(cell)[0] == 0, "nbgrader alone would score this cell 0"
+    IgnorePattern(config=config).preprocess_cell(cell, {}, 0)
+    assert determine_grade(cell) == (2, 2)
+
+
+def test_real_stderr_still_scores_zero():
+    """Is a stderr output with a real message in it kept (and the cell scored 0), noise or not?"""
+    cell = graded_cell(TF_NOISE[0] + "Traceback (most recent call last):\nValueError: bad\n")
+    IgnorePattern(config=course_config()).preprocess_cell(cell, {}, 0)
+    assert determine_grade(cell) == (0, 2)
+
+
+def test_config_timeouts_and_missing_cells():
+    """Does the config put deleted test cells back and give slow cells room but not forever?"""
+    config = course_config()
+    assert config.OverwriteCells.add_missing_cells is True
+    assert 120 <= config.Execute.timeout <= 900
+    assert config.Execute.interrupt_on_timeout is True
+
+
+def test_hide_hidden_tests_in_source_and_traceback():
+    """Does the feedback preprocessor drop hidden code and traceback frames but keep the message?"""
+    cell = nbformat.v4.new_code_cell(
+        "public_tests.fine_tune_test(fine_tune)\n### BEGIN HIDDEN TESTS\n"
+        "public_tests.fine_tune_test(fine_tune, fine_tune_at=100)\n### END HIDDEN TESTS",
+        outputs=[nbformat.v4.new_output(
+            "error", ename="AssertionError", evalue="fine_tune: layer 101 should train",
+            traceback=["\x1b[0;31mAssertionError\x1b[0m  Traceback (most recent call last)",
+                       "Cell In[9], line 3\n----> 3 public_tests.fine_tune_test(fine_tune, "
+                       "fine_tune_at=100)",
+                       "File public_tests.py:12, in fine_tune_test(target)\n  raise",
+                       "\x1b[0;31mAssertionError\x1b[0m: fine_tune: layer 101 should train"])],
+    )
+    cell, _ = HideHiddenTests().preprocess_cell(cell, {}, 0)
+    text = cell.source + "\n".join(cell.outputs[0].traceback)
+    assert "fine_tune_at=100" not in text
+    assert "BEGIN HIDDEN TESTS" not in text
+    assert cell.source.startswith("public_tests.fine_tune_test(fine_tune)\n")
+    assert cell.outputs[0].traceback[-1].endswith("fine_tune: layer 101 should train")
+    assert "public_tests.py:12" in text
+
+
+def test_run_limited_cuts_off_a_hang_and_a_memory_hog(tmp_path):
+    """Does the worker kill a process tree that runs too long or uses too much memory?"""
+    log = tmp_path / "log"
+    hang = [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, "
+            "'-c', 'import time; time.sleep(60)'])"]
+    start = time.monotonic()
+    _, killed, _ = batch.run_limited(hang, tmp_path, dict(os.environ), log, 2, 10_000)
+    assert killed.startswith("timeout") and time.monotonic() - start < 20
+    hog = [sys.executable, "-c", "import time; x = bytearray(400 * 2**20); time.sleep(60)"]
+    _, killed, peak = batch.run_limited(hog, tmp_path, dict(os.environ), log, 30, 200)
+    assert killed.startswith("out of memory") and peak > 200
+
+
+def test_find_submissions_in_every_layout(tmp_path):
+    """Are students found in nbgrader's layout, in student folders and as flat files, zipped or not?"""
+    (tmp_path / "in" / "submitted" / "ann" / ASSIGNMENT).mkdir(parents=True)
+    (tmp_path / "in" / "submitted" / "ann" / ASSIGNMENT / f"{NOTEBOOK}.ipynb").write_text("{}")
+    (tmp_path / "in" / "submitted" / "bo b").mkdir()
+    (tmp_path / "in" / "submitted" / "bo b" / "mine.ipynb").write_text("{}")
+    (tmp_path / "in" / "submitted" / "cy.ipynb").write_text("{}")
+    (tmp_path / "in" / "submitted" / "dee").mkdir()
+    (tmp_path / "in" / "submitted" / "notes.txt").write_text("not a submission")
+    found = submissions.find(tmp_path / "in")
+    assert [(s.student, s.notebook and s.notebook.name) for s in found] == [
+        ("ann", f"{NOTEBOOK}.ipynb"), ("bo_b", "mine.ipynb"), ("cy", "cy.ipynb"), ("dee", None)]
+    archive = tmp_path / "all.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in (tmp_path / "in").rglob("*"):
+            handle.write(path, path.relative_to(tmp_path / "in"))
+    unpacked = submissions.unpack(archive, tmp_path / "unzipped")
+    assert [s.student for s in submissions.find(unpacked)] == ["ann", "bo_b", "cy", "dee"]
+
+
+def test_restore_deleted_cells_in_place():
+    """Are deleted set-up, solution and test cells put back where they were?"""
+    master = sample.master_notebook()
+    handed_in = copy.deepcopy(master)
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells]
+    gone = {"setup", "data_augmenter", "data_augmenter_test", "fine_tune_test"}
+    handed_in.cells = [c for c, i in zip(handed_in.cells, ids) if i not in gone]
+    restored = submissions.restore_deleted_cells(handed_in, master)
+    assert sorted(restored) == sorted(gone)
+    order = [c.metadata.get("nbgrader", {}).get("grade_id") for c in handed_in.cells]
+    assert [i for i in order if i] == [i for i in ids if i]
+
+
+# --------------------------------------------------------------------------------------
+# The full cycle (slow)
+# --------------------------------------------------------------------------------------
+
+
+def variants(course):
+    """Return {student: notebook or text}: one student per scenario."""
+    solution = sample.solution_notebook(course)
+    replace = sample.replace_in
+    wrong_augmenter = replace(solution, "data_augmenter", 'RandomFlip("horizontal")',
+                              'RandomFlip("vertical")')
+    # Exercise 3 with one detail wrong (BatchNormalization unfrozen), and every test cell
+    # emptied or deleted, and the locked set-up cell edited.
+    tampered = replace(solution, "fine_tune", " and not is_batch_norm", "")
+    for cell in tampered.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.source = "pass"
+    tampered.cells = [c for c in tampered.cells if c.metadata.get("nbgrader", {}).get(
+        "grade_id") not in ("frozen_base_test", "fine_tune_compile_test")]
+    sample.cell(tampered, "setup").source += "\npublic_tests = None"
+    return {
+        "solution": solution,
+        "release": sample.release_notebook(course),
+        "wrong_augmenter": wrong_augmenter,
+        "tampered": tampered,
+        "crash": replace(solution, "alpaca_model", "    input_shape = image_shape + (3,)\n",
+                         "    input_shape = image_shape + (3,)\n    os._exit(1)\n"),
+        "hang": replace(solution, "data_augmenter", "def data_augmenter():",
+                        "while True:\n    pass\n\n\ndef data_augmenter():"),
+        "not_json": '{"cells": [ this is not JSON',
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Generate the release, zip eight submissions, grade them with 2 workers, export."""
+    sample.environment()
+    tmp = tmp_path_factory.mktemp("autograde")
+    course = sample.make_course(tmp / "course")
+    folder = tmp / "submissions"
+    for student, notebook in variants(course).items():
+        sample.write_submission(folder, student, notebook)
+    (folder / "empty_folder").mkdir()
+    archive = tmp / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in folder.rglob("*"):
+            handle.write(path, pathlib.Path("submitted") / path.relative_to(folder))
+    out = tmp / "out"
+    start = time.monotonic()
+    results = batch.run(archive, course, workers=2, out=out, timeout=SUBMISSION_TIMEOUT,
+                        cell_timeout=CELL_TIMEOUT, progress=False)
+    seconds = time.monotonic() - start
+    with open(out / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["student"]: row for row in csv.DictReader(handle)}
+    return {"course": course, "out": out, "rows": rows, "results": results,
+            "archive": archive, "seconds": seconds}
+
+
+def total(graded, student):
+    return float(graded["rows"][student]["total"])
+
+
+@pytest.mark.slow
+def test_release_holds_exactly_the_learner_files(graded):
+    """Does generate_assignment release exactly the learner files, without the master script?"""
+    import build
+
+    release = graded["course"] / "release" / ASSIGNMENT
+    files = sorted(p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file())
+    assert files == build.expected_release()
+
+
+@pytest.mark.slow
+def test_every_student_has_a_row(graded):
+    """Does grades.csv have one row per submission, with every column, whatever happened?"""
+    rows = graded["rows"]
+    assert sorted(rows) == sorted([*variants(graded["course"]), "empty_folder"])
+    header = list(next(iter(rows.values())))
+    assert header == ["student", *POINTS, "total", "status", "seconds"]
+    assert max(POINTS[name] for name in POINTS) == 3 and sum(POINTS.values()) == TOTAL
+
+
+@pytest.mark.slow
+def test_solution_gets_full_marks(graded):
+    """Does the solution get all 13 points, every test cell included (no stderr zero)?"""
+    row = graded["rows"]["solution"]
+    assert {name: float(row[name]) for name in POINTS} == POINTS
+    assert total(graded, "solution") == TOTAL
+    assert row["status"] == "graded"
+
+
+@pytest.mark.slow
+def test_untouched_release_gets_zero(graded):
+    """Does the release, handed in untouched, get 0?"""
+    assert total(graded, "release") == 0
+    assert graded["rows"]["release"]["status"] == "graded"
+
+
+@pytest.mark.slow
+def test_one_exercise_wrong_loses_only_its_points(graded):
+    """Does a wrong data_augmenter() lose exactly Exercise 1's 2 points?"""
+    row = graded["rows"]["wrong_augmenter"]
+    assert float(row["data_augmenter_test"]) == 0
+    assert total(graded, "wrong_augmenter") == TOTAL - POINTS["data_augmenter_test"]
+
+
+@pytest.mark.slow
+def test_edited_and_deleted_tests_are_graded_as_intact(graded):
+    """Is a submission with tests emptied or deleted graded as if they were intact?
+
+    Its fine_tune() leaves BatchNormalization trainable: one wrong detail of Exercise 3
+    loses fine_tune_test (3) and keeps fine_tune_compile_test (2).
+    """
+    row = graded["rows"]["tampered"]
+    assert float(row["fine_tune_test"]) == 0
+    assert float(row["fine_tune_compile_test"]) == POINTS["fine_tune_compile_test"]
+    assert total(graded, "tampered") == TOTAL - POINTS["fine_tune_test"]
+    assert "put back: frozen_base_test fine_tune_compile_test" in row["status"]
+    assert "edited locked cells restored: setup" in row["status"]
+
+
+@pytest.mark.slow
+def test_broken_submissions_get_status_rows(graded):
+    """Do a crash, a hang and a file that is not JSON each get a row saying why?"""
+    rows = graded["rows"]
+    assert rows["crash"]["status"].startswith("kernel died") and total(graded, "crash") == 0
+    assert rows["not_json"]["status"].startswith("not a valid notebook")
+    assert total(graded, "not_json") == 0
+    assert rows["empty_folder"]["status"] == "no notebook found in the submission"
+    # The hanging cell is cut off; the rest of the notebook is graded.
+    assert "cut off after the cell timeout: data_augmenter" in rows["hang"]["status"]
+    assert float(rows["hang"]["data_augmenter_test"]) == 0
+    assert float(rows["hang"]["fine_tune_test"]) == POINTS["fine_tune_test"]
+
+
+@pytest.mark.slow
+def test_feedback_shows_no_hidden_test_code(graded):
+    """Does every feedback HTML leave out each hidden test line, and keep the failure messages?"""
+    course, out = graded["course"], graded["out"]
+    public = json.dumps(sample.release_notebook(course).cells)
+    hidden = significant(sample.hidden_lines(), public)
+    assert len(hidden) >= 5
+    # The check can see a leak: the autograded notebook (nbgrader#917) has every hidden line.
+    autograded = (course / "autograded" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.ipynb")
+    assert all(line in autograded.read_text(encoding="utf-8") for line in hidden)
+    pages = sorted((out / "feedback").glob("*.html"))
+    assert {p.stem for p in pages} == {"solution", "release", "wrong_augmenter", "tampered",
+                                       "hang"}
+    for page in pages:
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+        leaked = [line for line in hidden if line in text]
+        assert not leaked, f"{page.name} shows hidden test code: {leaked}"
+    # The learner still reads why Exercise 1 failed.
+    autograded = nbformat.read(
+        course / "autograded" / "wrong_augmenter" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", 4)
+    error = next(o for o in sample.cell(autograded, "data_augmenter_test").outputs
+                 if o.output_type == "error")
+    page = (out / "feedback" / "wrong_augmenter.html").read_text(encoding="utf-8")
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert error.evalue.splitlines()[0] in text
+
+
+@pytest.mark.slow
+def test_nbgrader_export_matches_grades_csv(graded):
+    """Does nbgrader export, on the course gradebook, give the same totals as grades.csv?"""
+    course = graded["course"]
+    result = batch.nbgrader(["export", "--to", str(course / "export.csv")], cwd=course)
+    assert result.returncode == 0, result.stdout
+    with open(course / "export.csv", newline="", encoding="utf-8") as handle:
+        exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle)}
+    assert exported == {student: total(graded, student) for student in graded["rows"]}
+
+
+@pytest.mark.slow
+def test_rerun_skips_graded_students(graded):
+    """Does a second run skip every student already graded, and keep the same grades.csv?"""
+    before = (graded["out"] / "grades.csv").read_text(encoding="utf-8")
+    start = time.monotonic()
+    batch.run(graded["archive"], graded["course"], workers=2, out=graded["out"],
+              progress=False)
+    assert time.monotonic() - start < 30
+    assert (graded["out"] / "grades.csv").read_text(encoding="utf-8") == before
+
+
+@pytest.mark.slow
+def test_batch_command_line(graded, tmp_path):
+    """Does `python -m grader.batch` run from the shell and print a summary?"""
+    result = subprocess.run(
+        [sys.executable, "-m", "grader.batch", str(graded["archive"]), "--course",
+         str(graded["course"]), "--out", str(graded["out"]), "--workers", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "8 students" in result.stdout and "already graded" in result.stderr
+
+
+@pytest.mark.slow
+def test_nbgrader_validate_master_and_inverted_release(graded):
+    """Does `nbgrader validate` pass the master, and `validate --invert` pass the release?"""
+    course = graded["course"]
+    master = course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    release = course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    result = batch.nbgrader(["validate", str(master)], cwd=course, timeout=900)
+    assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout[-3000:]
+    result = batch.nbgrader(["validate", "--invert", str(release)], cwd=course, timeout=900)
+    assert "Success! The notebook does not pass any tests." in result.stdout, result.stdout[-3000:]
