@@ -285,7 +285,7 @@ def alpaca_model_test(target, image_shape=IMG_SIZE, data_augmentation=None):
         tu.fail(ex, f"layer 4 is {ops[4].name!r}; expected the MobileNetV2 base model (step 6).")
 
     input_shape = image_shape + (3,)
-    base_input = tu._shape(base_model.input.shape)[1:]
+    base_input = tu.as_shape(base_model.input.shape)[1:]
     if base_input != input_shape:
         tu.fail(
             ex,

@@ -29,7 +29,7 @@ TABLE_WINDOW = 3
 # --------------------------------------------------------------------------
 
 
-def _shape(shape):
+def as_shape(shape):
     """Return a shape as a tuple, with None for unknown dimensions."""
     if shape is None:
         return None
@@ -50,8 +50,8 @@ def output_shape(operation, model=None):
         return None
     outputs = nodes[0].outputs
     if len(outputs) != 1:
-        return tuple(_shape(t.shape) for t in outputs)
-    return _shape(outputs[0].shape)
+        return tuple(as_shape(t.shape) for t in outputs)
+    return as_shape(outputs[0].shape)
 
 
 def activation_name(layer):

@@ -220,10 +220,15 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
     The split is Keras's ``validation_split=0.2`` with ``seed=42``: 262 training and
     65 validation images for the course data. Each dataset keeps ``class_names``.
     The decoded images are cached in memory after the first pass, so the JPEGs are
-    not decoded again on every epoch.
+    not decoded again on every epoch. The training images are shuffled again on
+    every epoch, after the cache, so that the batches differ from epoch to epoch.
     """
+    import warnings
+
     import tensorflow as tf
 
+    # The training dataset shuffles itself; fit() would warn that its shuffle=True is ignored.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed, but will be ignored")
     root = dataset_dir(directory)
     check_dataset(root)
     splits = []
@@ -239,7 +244,16 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
             verbose=False,
         )
         class_names = dataset.class_names
-        dataset = dataset.cache().prefetch(tf.data.AUTOTUNE)
+        if subset == "training":
+            dataset = (
+                dataset.unbatch()
+                .cache()
+                .shuffle(1000, seed=SEED, reshuffle_each_iteration=True)
+                .batch(batch_size)
+            )
+        else:
+            dataset = dataset.cache()
+        dataset = dataset.prefetch(tf.data.AUTOTUNE)
         dataset.class_names = class_names
         splits.append(dataset)
     return tuple(splits)

@@ -78,6 +78,16 @@ def test_images_are_decoded_once(small):
     assert sums == sorted(float(image.sum()) for batch in second for image in batch)
 
 
+def test_training_order_changes_between_epochs(dataset_dir):
+    """Does each epoch see the training images in a new order, cache or not?"""
+    train, validation = utils.load_datasets()
+    epochs = [np.concatenate([labels.numpy() for _, labels in train]) for _ in range(2)]
+    assert len(epochs[0]) == 262 and not np.array_equal(*epochs)
+    assert sorted(epochs[0]) == sorted(epochs[1])
+    labels = [np.concatenate([labels.numpy() for _, labels in validation]) for _ in range(2)]
+    assert np.array_equal(*labels)  # validation keeps its order
+
+
 def test_missing_dataset_folder(tmp_path):
     """Does a wrong dataset path stop with a message naming the path and the fix?"""
     missing = tmp_path / "nowhere"
