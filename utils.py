@@ -46,9 +46,7 @@ WEIGHT_FILES = {
     ),
 }
 CLASS_INDEX_FILE = "imagenet_class_index.json"
-KERAS_WEIGHTS_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-)
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
 KERAS_CLASS_INDEX_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 )
@@ -112,8 +110,9 @@ def _download(name: str, base_url: str, include_top: bool) -> str:
     import keras
 
     try:
-        return keras.utils.get_file(name, base_url + name if base_url.endswith("/") else base_url,
-                                    cache_subdir="models")
+        return keras.utils.get_file(
+            name, base_url + name if base_url.endswith("/") else base_url, cache_subdir="models"
+        )
     except Exception as error:  # no network, proxy, HTTP error ...
         raise WeightsError(
             f"Could not find or download {name!r} ({type(error).__name__}: {error}). "
@@ -328,7 +327,9 @@ def plot_history(*histories, marker_epoch=None):
             values = curves.get(prefix + metric, [])
             axis.plot(range(1, len(values) + 1), values, marker="o", label=f"{label} {metric}")
         if marker_epoch is not None:
-            axis.axvline(marker_epoch + 0.5, color="grey", linestyle="--", label="Start fine-tuning")
+            axis.axvline(
+                marker_epoch + 0.5, color="grey", linestyle="--", label="Start fine-tuning"
+            )
         axis.set_ylabel(metric.capitalize())
         axis.legend(loc="best")
     axes[0].set_ylim(0, 1)
@@ -372,8 +373,9 @@ def plot_confusion_matrix(labels, probabilities, class_names=CLASS_NAMES, thresh
     return figure, matrix
 
 
-def show_misclassified(images, labels, probabilities, class_names=CLASS_NAMES, threshold=0.5,
-                       limit=12):
+def show_misclassified(
+    images, labels, probabilities, class_names=CLASS_NAMES, threshold=0.5, limit=12
+):
     """Show the misclassified images with the predicted probability of ``not alpaca``."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -390,8 +392,7 @@ def show_misclassified(images, labels, probabilities, class_names=CLASS_NAMES, t
         axis = figure.add_subplot(rows, columns, place + 1)
         axis.imshow(images[i].astype("uint8"))
         axis.set_title(
-            f"true: {class_names[int(labels[i])]}\n"
-            f"P(not alpaca) = {probabilities[i]:.2f}",
+            f"true: {class_names[int(labels[i])]}\nP(not alpaca) = {probabilities[i]:.2f}",
             fontsize=9,
         )
         axis.axis("off")

@@ -9,37 +9,17 @@ cannot silently go stale when the solution changes.
 from __future__ import annotations
 
 import dataclasses
-import json
-import pathlib
 import re
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-MASTER = (
-    ROOT
-    / "course"
-    / "source"
-    / "Transfer_learning_with_MobileNet"
-    / "Transfer_learning_with_MobileNet.py"
-)
+import master
+
 SOLUTION_BLOCK = re.compile(
     r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n", re.S | re.M
 )
 
 
-def cells(path=MASTER):
-    """Return ``{grade_id: source}`` for every cell of the jupytext percent script."""
-    found = {}
-    text = path.read_text(encoding="utf-8")
-    for chunk in re.split(r"^(?=# %%)", text, flags=re.M):
-        header, _, body = chunk.partition("\n")
-        match = re.search(r"nbgrader=(\{.*\})", header)
-        if match:
-            found[json.loads(match.group(1))["grade_id"]] = body
-    return found
-
-
 def solution_source(grade_id):
-    return cells()[grade_id]
+    return master.source_of(grade_id)
 
 
 def stub_source(grade_id):
@@ -65,23 +45,8 @@ def apply(source, replacements):
 
 
 def namespace():
-    """A namespace like the notebook's after its setup cells."""
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow.keras.layers as tfl
-
-    import utils
-
-    return {
-        "tf": tf,
-        "tfl": tfl,
-        "np": np,
-        "utils": utils,
-        "IMG_SIZE": utils.IMG_SIZE,
-        "BASE_LEARNING_RATE": utils.BASE_LEARNING_RATE,
-        "BASE_WEIGHTS": utils.mobilenet_weights(include_top=False),
-        "preprocess_input": tf.keras.applications.mobilenet_v2.preprocess_input,
-    }
+    """A namespace like the notebook's after its set-up cell."""
+    return master.setup_namespace()
 
 
 FUNCTIONS = {

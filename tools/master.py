@@ -10,16 +10,19 @@ cell's code, so that a test can change it and run it again with `run_cells()`.
 
 from __future__ import annotations
 
+import functools
+
 import build
 
 EXERCISES = ("data_augmenter", "alpaca_model", "fine_tune")
 PREAMBLE = "preprocess_input = tf.keras.applications.mobilenet_v2.preprocess_input\n"
 
 
+@functools.cache
 def cells() -> dict[str, str]:
     """Return ``{grade_id: source}`` for every nbgrader cell of the master."""
     return {
-        cell.metadata["nbgrader"]["grade_id"]: cell.source
+        cell.metadata["nbgrader"]["grade_id"]: cell.source + "\n"
         for cell in build.master_notebook().cells
         if "nbgrader" in cell.metadata
     }

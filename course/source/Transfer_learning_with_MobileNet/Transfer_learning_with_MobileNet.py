@@ -289,9 +289,14 @@ public_tests.frozen_base_test(alpaca_model, image_shape=(128, 128))
 # %% [markdown]
 # Now build the model and compile it. The loss is binary cross-entropy computed
 # from logits, and the optimizer is Adam with a learning rate of 0.001.
+#
+# Training is random: the order of the photos, the augmentation and the dropout.
+# Seeding the random generators first makes every run of this notebook give the
+# same curves.
 
 # %% nbgrader={"grade": false, "grade_id": "compile_model", "locked": true, "schema_version": 3, "solution": false, "task": false}
-model2 = alpaca_model(IMG_SIZE, data_augmentation)
+tf.keras.utils.set_random_seed(utils.SEED)
+model2 = alpaca_model(IMG_SIZE, data_augmenter())
 model2.compile(
     optimizer=tf.keras.optimizers.Adam(learning_rate=BASE_LEARNING_RATE),
     loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
@@ -301,7 +306,8 @@ model2.summary()
 
 # %% [markdown]
 # Train the new classifier for 5 epochs. This takes about 15 seconds. (While
-# the notebook is autograded it trains for 1 epoch only.)
+# the notebook is autograded it trains for 1 epoch only.) Expect a validation
+# accuracy around 0.8: the frozen base already gives good features.
 
 # %% nbgrader={"grade": false, "grade_id": "train_frozen", "locked": true, "schema_version": 3, "solution": false, "task": false}
 initial_epochs = utils.epochs(5)
@@ -492,6 +498,8 @@ public_tests.fine_tune_compile_test(fine_tune, base_learning_rate=0.01)
 # %% [markdown]
 # Fine-tune `model2` from layer 120 on, and continue training up to epoch 10.
 # With more of the network training, each epoch takes about three times longer.
+# Expect the validation accuracy to wobble for an epoch or two, then to end
+# around 0.9. With 65 validation photos, one photo is 1.5 points of accuracy.
 
 # %% nbgrader={"grade": false, "grade_id": "train_fine_tune", "locked": true, "schema_version": 3, "solution": false, "task": false}
 model2 = fine_tune(model2, fine_tune_at=utils.FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE)
