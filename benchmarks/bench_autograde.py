@@ -42,39 +42,53 @@ def main(argv=None) -> int:
         for workers in args.workers:
             load = os.getloadavg()[0]
             start = time.monotonic()
-            results = batch.run(tmp / "in", course, workers=workers, force=True,
-                                out=tmp / f"out{workers}", progress=True)
+            results = batch.run(
+                tmp / "in",
+                course,
+                workers=workers,
+                force=True,
+                out=tmp / f"out{workers}",
+                progress=True,
+            )
             wall = time.monotonic() - start
             graded = [r for r in results if r["status"] == batch.GRADED]
             if len(graded) != len(results):
                 bad = {r["student"]: r["status"] for r in results if r not in graded}
                 print(f"warning: not all graded normally: {bad}", file=sys.stderr)
-            rows.append({
-                "workers": workers,
-                "n": len(results),
-                "wall": wall,
-                "median": statistics.median(r["autograde_seconds"] for r in graded),
-                "median_all": statistics.median(r["seconds"] for r in graded),
-                "peak_median": statistics.median(r["peak_mb"] for r in graded),
-                "peak_max": max(r["peak_mb"] for r in results),
-                "load": load,
-            })
+            rows.append(
+                {
+                    "workers": workers,
+                    "n": len(results),
+                    "wall": wall,
+                    "median": statistics.median(r["autograde_seconds"] for r in graded),
+                    "median_all": statistics.median(r["seconds"] for r in graded),
+                    "peak_median": statistics.median(r["peak_mb"] for r in graded),
+                    "peak_max": max(r["peak_mb"] for r in results),
+                    "load": load,
+                }
+            )
 
     print()
     print(f"Batch autograde, {os.cpu_count()} cores (shared: timings are noisy)")
-    print("| workers | submissions | wall s | autograde s/submission (median) "
-          "| with feedback (median) | submissions/min | peak MiB per worker (median / max) "
-          "| load avg at start |")
+    print(
+        "| workers | submissions | wall s | autograde s/submission (median) "
+        "| with feedback (median) | submissions/min | peak MiB per worker (median / max) "
+        "| load avg at start |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['workers']} | {r['n']} | {r['wall']:.0f} | {r['median']:.1f} | "
-              f"{r['median_all']:.1f} | "
-              f"{60 * r['n'] / r['wall']:.2f} | {r['peak_median']:.0f} / {r['peak_max']:.0f} | "
-              f"{r['load']:.1f} |")
+        print(
+            f"| {r['workers']} | {r['n']} | {r['wall']:.0f} | {r['median']:.1f} | "
+            f"{r['median_all']:.1f} | "
+            f"{60 * r['n'] / r['wall']:.2f} | {r['peak_median']:.0f} / {r['peak_max']:.0f} | "
+            f"{r['load']:.1f} |"
+        )
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
-        print(f"\nWall time with {first['workers']} worker(s) / with {last['workers']}: "
-              f"{first['wall'] / last['wall']:.2f}x")
+        print(
+            f"\nWall time with {first['workers']} worker(s) / with {last['workers']}: "
+            f"{first['wall'] / last['wall']:.2f}x"
+        )
     return 0
 
 

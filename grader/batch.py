@@ -56,8 +56,13 @@ def nbgrader(args, cwd, log=None, timeout=600, env=None):
     env = dict(env or os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls alembic
     result = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, timeout=timeout,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     if log is not None:
         with open(log, "a", encoding="utf-8") as handle:
@@ -140,8 +145,14 @@ def run_limited(command, cwd, env, log, timeout, memory_mb):
     with open(log, "a", encoding="utf-8") as handle:
         handle.write(f"$ {' '.join(command[1:])}\n")
         handle.flush()
-        child = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         process = psutil.Process(child.pid)
         start, peak, killed = time.monotonic(), 0.0, None
         while child.poll() is None:
@@ -212,9 +223,14 @@ def grade_one(sub, course, template_db, release, out, options) -> dict:
     shutil.copy(template_db, temp / "gradebook.db")
     log = out / "logs" / f"{student}.log"
     log.write_text(f"student {student}: {sub.notebook}\n", encoding="utf-8")
-    result = {"student": student, "points": {}, "comments": {}, "peak_mb": 0.0,
-              "notebook": str(sub.notebook) if sub.notebook else None,
-              "sha256": options["sha256"]}
+    result = {
+        "student": student,
+        "points": {},
+        "comments": {},
+        "peak_mb": 0.0,
+        "notebook": str(sub.notebook) if sub.notebook else None,
+        "sha256": options["sha256"],
+    }
 
     def finish(status, **extra):
         result.update(status=status, seconds=round(time.monotonic() - started, 1), **extra)
@@ -238,10 +254,20 @@ def grade_one(sub, course, template_db, release, out, options) -> dict:
     env = dict(os.environ)
     env.update(options["env"])
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    command = [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT,
-               "--student", student, "--force", f"--Execute.timeout={options['cell_timeout']}"]
-    code, killed, peak = run_limited(command, temp, env, log, options["timeout"],
-                                     options["memory_mb"])
+    command = [
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "autograde",
+        ASSIGNMENT,
+        "--student",
+        student,
+        "--force",
+        f"--Execute.timeout={options['cell_timeout']}",
+    ]
+    code, killed, peak = run_limited(
+        command, temp, env, log, options["timeout"], options["memory_mb"]
+    )
     result["peak_mb"] = round(peak)
     result["autograde_seconds"] = round(time.monotonic() - started, 1)
     log_text = log.read_text(encoding="utf-8", errors="replace")
@@ -252,8 +278,12 @@ def grade_one(sub, course, template_db, release, out, options) -> dict:
         return finish(_failure_from_log(log_text))
     result["points"], result["comments"] = _scores(temp, student)
 
-    feedback = nbgrader(["generate_feedback", ASSIGNMENT, "--student", student, "--force"],
-                        cwd=temp, log=log, env=env)
+    feedback = nbgrader(
+        ["generate_feedback", ASSIGNMENT, "--student", student, "--force"],
+        cwd=temp,
+        log=log,
+        env=env,
+    )
     html = temp / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
     notes = _notes(autograded, restored, edited)
     if feedback.returncode != 0 or not html.is_file():
@@ -299,6 +329,7 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> None:
     if stamp.is_file():
         try:
             from nbgrader.utils import parse_utc
+
             timestamp = parse_utc(stamp.read_text().strip())
         except Exception:
             timestamp = None
@@ -341,8 +372,15 @@ def write_csv(path: pathlib.Path, results: list[dict], cells) -> None:
         writer.writerow(["student", *[name for name, _ in cells], "total", "status", "seconds"])
         for r in results:
             points = [r["points"].get(name, 0.0) for name, _ in cells]
-            writer.writerow([r["student"], *[f"{p:g}" for p in points], f"{sum(points):g}",
-                             r["status"], r["seconds"]])
+            writer.writerow(
+                [
+                    r["student"],
+                    *[f"{p:g}" for p in points],
+                    f"{sum(points):g}",
+                    r["status"],
+                    r["seconds"],
+                ]
+            )
 
 
 def _sha256(path) -> str | None:
@@ -356,9 +394,17 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def run(submissions_path, course, workers=None, force=False, out=None,
-        timeout=SUBMISSION_TIMEOUT, cell_timeout=CELL_TIMEOUT, memory_mb=MEMORY_LIMIT_MB,
-        progress=True) -> list[dict]:
+def run(
+    submissions_path,
+    course,
+    workers=None,
+    force=False,
+    out=None,
+    timeout=SUBMISSION_TIMEOUT,
+    cell_timeout=CELL_TIMEOUT,
+    memory_mb=MEMORY_LIMIT_MB,
+    progress=True,
+) -> list[dict]:
     """Grade every submission; return the result records (one per student)."""
     from tqdm import tqdm
 
@@ -388,32 +434,50 @@ def run(submissions_path, course, workers=None, force=False, out=None,
 
     # Each worker's TensorFlow gets an equal share of the cores.
     threads = str(max(1, default_workers() // workers))
-    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-           "OMP_NUM_THREADS": threads, "MPLBACKEND": "Agg"}
+    env = {
+        "TF_NUM_INTRAOP_THREADS": threads,
+        "TF_NUM_INTEROP_THREADS": threads,
+        "OMP_NUM_THREADS": threads,
+        "MPLBACKEND": "Agg",
+    }
     template = out / "work" / "template.db"
     shutil.copy(course / "gradebook.db", template)
     skipped = len(found) - len(todo)
     if skipped:
-        print(f"{skipped} student(s) already graded: skipped (use --force to regrade).",
-              file=sys.stderr)
+        print(
+            f"{skipped} student(s) already graded: skipped (use --force to regrade).",
+            file=sys.stderr,
+        )
 
     lock = threading.Lock()
-    bar = tqdm(total=len(todo), unit="student", desc="autograde", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo), unit="student", desc="autograde", disable=not progress, dynamic_ncols=True
+    )
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {}
         for sub, digest in todo:
-            options = {"sha256": digest, "env": env, "timeout": timeout,
-                       "cell_timeout": cell_timeout, "memory_mb": memory_mb}
+            options = {
+                "sha256": digest,
+                "env": env,
+                "timeout": timeout,
+                "cell_timeout": cell_timeout,
+                "memory_mb": memory_mb,
+            }
             futures[pool.submit(grade_one, sub, course, template, release, out, options)] = sub
         for future in concurrent.futures.as_completed(futures):
             sub = futures[future]
             try:
                 result = future.result()
             except Exception as error:  # a bug here must not lose the row
-                result = {"student": sub.student, "points": {}, "comments": {},
-                          "status": f"grader error: {type(error).__name__}: {error}",
-                          "seconds": 0.0, "peak_mb": 0, "sha256": _sha256(sub.notebook)}
+                result = {
+                    "student": sub.student,
+                    "points": {},
+                    "comments": {},
+                    "status": f"grader error: {type(error).__name__}: {error}",
+                    "seconds": 0.0,
+                    "peak_mb": 0,
+                    "sha256": _sha256(sub.notebook),
+                }
             with lock:
                 merge(result, sub, course, out)
             results[sub.student] = result
@@ -435,25 +499,51 @@ def main(argv=None) -> int:
     )
     parser.add_argument("submissions", help="a folder or a zip of submissions")
     parser.add_argument("--course", default="course", help="the nbgrader course folder")
-    parser.add_argument("--workers", type=int, default=None,
-                        help=f"parallel gradings (default: the cores, here {default_workers()})")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help=f"parallel gradings (default: the cores, here {default_workers()})",
+    )
     parser.add_argument("--force", action="store_true", help="regrade students already graded")
     parser.add_argument("--out", default=None, help="output folder (default: COURSE/batch)")
-    parser.add_argument("--timeout", type=float, default=SUBMISSION_TIMEOUT,
-                        help="seconds one submission may take in all (default %(default)s)")
-    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT,
-                        help="seconds one cell may run (default %(default)s)")
-    parser.add_argument("--memory-limit", type=float, default=MEMORY_LIMIT_MB,
-                        help="MiB one grading may use (default %(default)s)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=SUBMISSION_TIMEOUT,
+        help="seconds one submission may take in all (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=CELL_TIMEOUT,
+        help="seconds one cell may run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        type=float,
+        default=MEMORY_LIMIT_MB,
+        help="MiB one grading may use (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     started = datetime.datetime.now()
-    results = run(args.submissions, args.course, args.workers, args.force, args.out,
-                  args.timeout, args.cell_timeout, args.memory_limit)
+    results = run(
+        args.submissions,
+        args.course,
+        args.workers,
+        args.force,
+        args.out,
+        args.timeout,
+        args.cell_timeout,
+        args.memory_limit,
+    )
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.course) / "batch"
     failed = [r for r in results if not r["status"].startswith(GRADED)]
-    print(f"{len(results)} students, {len(failed)} not graded normally, in "
-          f"{(datetime.datetime.now() - started).total_seconds():.0f} s. "
-          f"Wrote {out / 'grades.csv'} and {out / 'feedback'}/.")
+    print(
+        f"{len(results)} students, {len(failed)} not graded normally, in "
+        f"{(datetime.datetime.now() - started).total_seconds():.0f} s. "
+        f"Wrote {out / 'grades.csv'} and {out / 'feedback'}/."
+    )
     for r in failed:
         print(f"  {r['student']}: {r['status']}")
     return 0

@@ -51,8 +51,7 @@ def significant(lines, public_text: str = "") -> list[str]:
 def clean_traceback(traceback: list[str], hidden: list[str], ename: str, evalue: str) -> list[str]:
     """Drop the traceback entries that quote a hidden line; keep the error line."""
     kept = [
-        entry for entry in traceback
-        if not any(line in _ANSI.sub("", entry) for line in hidden)
+        entry for entry in traceback if not any(line in _ANSI.sub("", entry) for line in hidden)
     ]
     if len(kept) < len(traceback):
         last = f"{ename}: {evalue}" if evalue else ename
@@ -77,7 +76,6 @@ class HideHiddenTests(NbGraderPreprocessor):
                 )
             elif output.output_type == "stream":
                 output.text = "\n".join(
-                    line for line in output.text.split("\n")
-                    if not any(h in line for h in hidden)
+                    line for line in output.text.split("\n") if not any(h in line for h in hidden)
                 )
         return cell, resources

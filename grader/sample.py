@@ -1,8 +1,8 @@
 """Temporary courses and sample submissions built from the master, for tests and benchmarks.
 
-    course = make_course(tmp)            # a course folder with the release generated
-    solution = solution_notebook()       # the master without its hidden tests
-    write_submission(tmp / "in", "alice", solution)
+course = make_course(tmp)            # a course folder with the release generated
+solution = solution_notebook()       # the master without its hidden tests
+write_submission(tmp / "in", "alice", solution)
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ def solution_notebook(course: pathlib.Path) -> nbformat.NotebookNode:
         if meta.get("solution"):
             lines = cell(master, meta["grade_id"]).source.splitlines()
             target.source = "\n".join(
-                line for line in lines
+                line
+                for line in lines
                 if line.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")
             )
     return notebook

@@ -113,7 +113,9 @@ def read(path: pathlib.Path) -> nbformat.NotebookNode:
         nbformat.validate(notebook)
     except Exception as error:  # not JSON, not a notebook, wrong schema ...
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"not a valid notebook ({type(error).__name__}: {message[:200]})") from None
+        raise ValueError(
+            f"not a valid notebook ({type(error).__name__}: {message[:200]})"
+        ) from None
     return notebook
 
 
@@ -139,7 +141,9 @@ def restore_deleted_cells(notebook, release) -> list[str]:
             continue
         present = [i for i, c in enumerate(notebook.cells) if _grade_id(c) == grade_id]
         if not present:
-            anchor = [i for i, c in enumerate(notebook.cells) if previous and _grade_id(c) == previous]
+            anchor = [
+                i for i, c in enumerate(notebook.cells) if previous and _grade_id(c) == previous
+            ]
             position = anchor[-1] + 1 if anchor else 0
             new = copy.deepcopy(cell)
             new.pop("id", None)
