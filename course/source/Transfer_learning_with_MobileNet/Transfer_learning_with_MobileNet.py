@@ -138,6 +138,10 @@ def data_augmenter():
 # %% nbgrader={"grade": true, "grade_id": "data_augmenter_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 public_tests.data_augmenter_test(data_augmenter)
 ### BEGIN HIDDEN TESTS
+# Reload the tests from their files, in case the notebook replaced a test function.
+import importlib, sys  # noqa: E401
+for _module in ("utils", "test_utils", "public_tests"):
+    importlib.reload(sys.modules[_module])
 public_tests.data_augmenter_test(data_augmenter, image_shape=(96, 128))
 ### END HIDDEN TESTS
 
@@ -273,6 +277,10 @@ def alpaca_model(image_shape=IMG_SIZE, data_augmentation=None):
 # %% nbgrader={"grade": true, "grade_id": "alpaca_model_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.alpaca_model_test(alpaca_model)
 ### BEGIN HIDDEN TESTS
+# Reload the tests from their files, in case the notebook replaced a test function.
+import importlib, sys  # noqa: E401
+for _module in ("utils", "test_utils", "public_tests"):
+    importlib.reload(sys.modules[_module])
 public_tests.alpaca_model_test(
     alpaca_model,
     image_shape=(128, 128),
@@ -283,6 +291,10 @@ public_tests.alpaca_model_test(
 # %% nbgrader={"grade": true, "grade_id": "frozen_base_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.frozen_base_test(alpaca_model)
 ### BEGIN HIDDEN TESTS
+# Reload the tests from their files, in case the notebook replaced a test function.
+import importlib, sys  # noqa: E401
+for _module in ("utils", "test_utils", "public_tests"):
+    importlib.reload(sys.modules[_module])
 public_tests.frozen_base_test(alpaca_model, image_shape=(128, 128))
 ### END HIDDEN TESTS
 
@@ -306,7 +318,7 @@ model2.summary()
 
 # %% [markdown]
 # Train the new classifier for 5 epochs. This takes about 15 seconds. (While
-# the notebook is autograded it trains for 1 epoch only.) Expect a validation
+# the notebook is autograded it trains for 1 epoch on 2 batches only.) Expect a validation
 # accuracy around 0.8: the frozen base already gives good features.
 
 # %% nbgrader={"grade": false, "grade_id": "train_frozen", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -486,12 +498,20 @@ def fine_tune(model, fine_tune_at=utils.FINE_TUNE_AT, base_learning_rate=BASE_LE
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_test(fine_tune)
 ### BEGIN HIDDEN TESTS
+# Reload the tests from their files, in case the notebook replaced a test function.
+import importlib, sys  # noqa: E401
+for _module in ("utils", "test_utils", "public_tests"):
+    importlib.reload(sys.modules[_module])
 public_tests.fine_tune_test(fine_tune, fine_tune_at=100)
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_compile_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_compile_test(fine_tune)
 ### BEGIN HIDDEN TESTS
+# Reload the tests from their files, in case the notebook replaced a test function.
+import importlib, sys  # noqa: E401
+for _module in ("utils", "test_utils", "public_tests"):
+    importlib.reload(sys.modules[_module])
 public_tests.fine_tune_compile_test(fine_tune, base_learning_rate=0.01)
 ### END HIDDEN TESTS
 
