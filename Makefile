@@ -13,7 +13,7 @@ export ALPACA_DATASET ?= $(CURDIR)/../shared/data/alpaca
 export ALPACA_WEIGHTS_DIR ?= $(CURDIR)/../shared/weights
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast release check-release lint format bench clean
+.PHONY: run test test-fast release check-release lint format figures bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+figures: $(STAMP)
+	$(BIN)/python tools/make_figures.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_notebook.py

@@ -13,26 +13,15 @@ import pathlib
 import shutil
 import sys
 
-import jupytext
 import nbformat
 
 from .config import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COURSE = ROOT / "course"
-MASTER_SCRIPT = COURSE / "source" / ASSIGNMENT / f"{ASSIGNMENT}.py"
-
-
-def master_notebook() -> nbformat.NotebookNode:
-    """Return the master (solutions and hidden tests) read from the jupytext script."""
-    notebook = jupytext.read(MASTER_SCRIPT, fmt="py:percent")
-    notebook.nbformat, notebook.nbformat_minor = 4, 5
-    notebook.metadata.pop("jupytext", None)
-    for index, cell in enumerate(notebook.cells):
-        cell["id"] = f"cell-{index}"
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return notebook
+# The master notebook is made from the master script by tools/build.py, as for the release.
+sys.path.insert(0, str(ROOT / "tools"))
+import build  # noqa: E402
 
 
 def make_course(dest: pathlib.Path, public_tests: pathlib.Path | None = None) -> pathlib.Path:
@@ -54,7 +43,7 @@ def make_course(dest: pathlib.Path, public_tests: pathlib.Path | None = None) ->
             (source / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, source / relative)
     (dest / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
-    nbformat.write(master_notebook(), source / f"{NOTEBOOK}.ipynb")
+    nbformat.write(build.master_notebook(), source / f"{NOTEBOOK}.ipynb")
     if public_tests:
         shutil.copy(public_tests, source / "public_tests.py")
     result = nbgrader(["generate_assignment", ASSIGNMENT, "--force"], cwd=dest)
@@ -70,7 +59,7 @@ def release_notebook(course: pathlib.Path) -> nbformat.NotebookNode:
 def hidden_lines() -> list[str]:
     """Return every line of the master's hidden tests."""
     lines = []
-    for cell in master_notebook().cells:
+    for cell in build.master_notebook().cells:
         inside = False
         for line in cell.source.splitlines():
             if line.strip().startswith(HIDDEN_BEGIN):
@@ -85,7 +74,7 @@ def hidden_lines() -> list[str]:
 def solution_notebook(course: pathlib.Path) -> nbformat.NotebookNode:
     """Return what a perfect student hands in: the release with the master's solutions."""
     notebook = release_notebook(course)
-    master = master_notebook()
+    master = build.master_notebook()
     for target in notebook.cells:
         meta = target.metadata.get("nbgrader", {})
         if meta.get("solution"):

@@ -24,6 +24,7 @@ from nbgrader.preprocessors import IgnorePattern
 from nbgrader.utils import determine_grade
 from traitlets.config.loader import PyFileConfigLoader
 
+import build
 from grader import batch, sample, submissions
 from grader.config import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
@@ -179,7 +180,7 @@ def test_find_submissions_in_every_layout(tmp_path):
 
 def test_restore_deleted_cells_in_place():
     """Are deleted set-up, solution and test cells put back where they were?"""
-    master = sample.master_notebook()
+    master = build.master_notebook()
     handed_in = copy.deepcopy(master)
     ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in master.cells]
     gone = {"setup", "data_augmenter", "data_augmenter_test", "fine_tune_test"}
@@ -215,7 +216,15 @@ def variants(course):
         not in ("frozen_base_test", "fine_tune_compile_test")
     ]
     sample.cell(tampered, "setup").source += "\npublic_tests = None"
+    # Exercise 3 wrong (BatchNormalization unfrozen), and the public test replaced by a fake.
+    cheat = replace(solution, "fine_tune", " and not is_batch_norm", "")
+    sample.cell(
+        cheat, "fine_tune"
+    ).source += (
+        "\n\npublic_tests.fine_tune_test = lambda *args, **kwargs: print('all tests passed')"
+    )
     return {
+        "cheat": cheat,
         "solution": solution,
         "release": sample.release_notebook(course),
         "wrong_augmenter": wrong_augmenter,
@@ -238,7 +247,7 @@ def variants(course):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Generate the release, zip eight submissions, grade them with 2 workers, export."""
+    """Generate the release, zip nine submissions, grade them with 2 workers, export."""
     sample.environment()
     tmp = tmp_path_factory.mktemp("autograde")
     course = sample.make_course(tmp / "course")
@@ -338,6 +347,14 @@ def test_edited_and_deleted_tests_are_graded_as_intact(graded):
 
 
 @pytest.mark.slow
+def test_replaced_test_function_does_not_fool_the_grader(graded):
+    """Does a notebook that replaces public_tests.fine_tune_test with a fake still lose its points?"""
+    row = graded["rows"]["cheat"]
+    assert float(row["fine_tune_test"]) == 0
+    assert total(graded, "cheat") == TOTAL - POINTS["fine_tune_test"]
+
+
+@pytest.mark.slow
 def test_broken_submissions_get_status_rows(graded):
     """Do a crash, a hang and a file that is not JSON each get a row saying why?"""
     rows = graded["rows"]
@@ -365,7 +382,14 @@ def test_feedback_shows_no_hidden_test_code(graded):
     sources = "\n".join(cell.source for cell in autograded.cells)
     assert all(line in sources for line in hidden)
     pages = sorted((out / "feedback").glob("*.html"))
-    assert {p.stem for p in pages} == {"solution", "release", "wrong_augmenter", "tampered", "hang"}
+    assert {p.stem for p in pages} == {
+        "solution",
+        "release",
+        "wrong_augmenter",
+        "tampered",
+        "cheat",
+        "hang",
+    }
     for page in pages:
         text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
         leaked = [line for line in hidden if line in text]
@@ -427,7 +451,7 @@ def test_batch_command_line(graded, tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "8 students" in result.stdout and "already graded" in result.stderr
+    assert f"{len(graded['rows'])} students" in result.stdout and "already graded" in result.stderr
 
 
 @pytest.mark.slow
