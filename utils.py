@@ -223,8 +223,8 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
     every epoch, after the cache, so that the batches differ from epoch to epoch.
 
     While nbgrader autogrades (see `autograding()`), only the first
-    ``AUTOGRADE_BATCHES`` batches of each part are kept: grading checks the code,
-    not how well the model learns, and must take seconds, not minutes.
+    ``AUTOGRADE_BATCHES`` batches of each part are read: grading checks the
+    code, not how well the model learns, and must take seconds, not minutes.
     """
     import warnings
 
@@ -247,6 +247,8 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
             verbose=False,
         )
         class_names = dataset.class_names
+        if autograding():
+            dataset = dataset.take(AUTOGRADE_BATCHES)
         if subset == "training":
             dataset = (
                 dataset.unbatch()
@@ -256,8 +258,6 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
             )
         else:
             dataset = dataset.cache()
-        if autograding():
-            dataset = dataset.take(AUTOGRADE_BATCHES)
         dataset = dataset.prefetch(tf.data.AUTOTUNE)
         dataset.class_names = class_names
         splits.append(dataset)
