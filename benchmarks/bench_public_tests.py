@@ -20,7 +20,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
 os.environ.setdefault("ALPACA_DATASET", str(SHARED / "data" / "alpaca"))
 os.environ.setdefault("ALPACA_WEIGHTS_DIR", str(SHARED / "weights"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
