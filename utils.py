@@ -396,7 +396,7 @@ def show_misclassified(
         return None
     columns = min(4, len(wrong))
     rows = -(-len(wrong) // columns)
-    figure = plt.figure(figsize=(3 * columns, 3.2 * rows))
+    figure = plt.figure(figsize=(3 * columns, 3.5 * rows))
     for place, i in enumerate(wrong):
         axis = figure.add_subplot(rows, columns, place + 1)
         axis.imshow(images[i].astype("uint8"))
