@@ -107,8 +107,8 @@ plt.show()
 # With only 262 training photos, the model can learn them by heart. *Data
 # augmentation* fights this: each time the model sees a photo, the photo is
 # flipped or rotated a little at random, so the model never sees exactly the
-# same image twice. Keras does this with layers that are only active while
-# training.
+# same image twice. Keras does this with layers that change the images at
+# random during `fit()` and leave them as they are during `predict()`.
 
 # %% [markdown]
 # ## Exercise 1 - `data_augmenter`
