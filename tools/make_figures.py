@@ -607,6 +607,22 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
             return PURPLE, "////"
         return ORANGE, None
 
+    def draw_layers(axis, indices, bar_width):
+        """One bar per layer index, coloured by what fine-tuning does to the layer."""
+        for index in indices:
+            colour, hatch = colour_of(index)
+            axis.add_patch(
+                patches.Rectangle(
+                    (index - bar_width / 2, 0),
+                    bar_width,
+                    1,
+                    facecolor=colour,
+                    edgecolor="white" if hatch else colour,
+                    hatch=hatch,
+                    linewidth=0.0,
+                )
+            )
+
     width, height = 10.5, 7.0
     fig = plt.figure(figsize=(width, height), dpi=DPI)
     fig.text(
@@ -622,19 +638,7 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
     # Top strip: every layer of the base.
     left, right = 0.6 / width, 1 - 0.35 / width
     strip = fig.add_axes((left, 1 - 2.25 / height, right - left, 0.95 / height))
-    for index in range(count):
-        colour, hatch = colour_of(index)
-        strip.add_patch(
-            patches.Rectangle(
-                (index - 0.42, 0),
-                0.84,
-                1,
-                facecolor=colour,
-                edgecolor="white" if hatch else colour,
-                hatch=hatch,
-                linewidth=0.0,
-            )
-        )
+    draw_layers(strip, range(count), 0.84)
     strip.set_xlim(-1, count)
     strip.set_ylim(0, 1)
     strip.set_yticks([])
@@ -687,19 +691,7 @@ def fine_tuning() -> tuple[pathlib.Path, dict]:
     # Bottom: zoom on the layers from fine_tune_at on, with their names.
     zoom = fig.add_axes((left, 1 - 4.3 / height, right - left, 0.75 / height))
     tail = range(FINE_TUNE_AT, count)
-    for index in tail:
-        colour, hatch = colour_of(index)
-        zoom.add_patch(
-            patches.Rectangle(
-                (index - 0.4, 0),
-                0.8,
-                1,
-                facecolor=colour,
-                edgecolor="white" if hatch else colour,
-                hatch=hatch,
-                linewidth=0.0,
-            )
-        )
+    draw_layers(zoom, tail, 0.8)
     zoom.set_xlim(FINE_TUNE_AT - 0.6, count - 0.4)
     zoom.set_ylim(0, 1)
     zoom.set_yticks([])
