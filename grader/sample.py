@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import os
 import pathlib
-import shutil
 import sys
 
 import nbformat
@@ -18,34 +17,18 @@ import nbformat
 from .config import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-COURSE = ROOT / "course"
 # The master notebook is made from the master script by tools/build.py, as for the release.
 sys.path.insert(0, str(ROOT / "tools"))
 import build  # noqa: E402
 
 
-def make_course(dest: pathlib.Path, public_tests: pathlib.Path | None = None) -> pathlib.Path:
-    """Make a course in ``dest`` from the real one, and run generate_assignment in it.
-
-    The config is a symlink to the course's own. ``public_tests`` replaces
-    public_tests.py (for developing the grader before the real one exists).
-    """
+def make_course(dest: pathlib.Path) -> pathlib.Path:
+    """Make a course in ``dest`` from the real one, and run generate_assignment in it."""
     from .batch import nbgrader
 
-    dest = pathlib.Path(dest)
+    dest = build.copy_course(pathlib.Path(dest))
     source = dest / "source" / ASSIGNMENT
-    # Copy the files the symlinks point at (copytree's ignore_dangling_symlinks resolves
-    # relative links against the current folder, so it would drop them all).
-    origin = COURSE / "source" / ASSIGNMENT
-    for path in sorted(origin.rglob("*")):
-        relative = path.relative_to(origin)
-        if path.is_file() and not set(relative.parts) & {".ipynb_checkpoints", "__pycache__"}:
-            (source / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, source / relative)
-    (dest / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
     nbformat.write(build.master_notebook(), source / f"{NOTEBOOK}.ipynb")
-    if public_tests:
-        shutil.copy(public_tests, source / "public_tests.py")
     result = nbgrader(["generate_assignment", ASSIGNMENT, "--force"], cwd=dest)
     if result.returncode != 0:
         raise RuntimeError(f"generate_assignment failed:\n{result.stdout}")

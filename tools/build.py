@@ -94,6 +94,21 @@ def normalise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return notebook
 
 
+def copy_course(dest: pathlib.Path) -> pathlib.Path:
+    """Copy the nbgrader course into ``dest`` (learner files as real files); return dest.
+
+    The config is linked, not copied: it imports the grader package beside course/.
+    """
+    shutil.copytree(
+        COURSE / "source",
+        dest / "source",
+        symlinks=False,
+        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+    )
+    (dest / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
+    return dest
+
+
 def master_notebook() -> nbformat.NotebookNode:
     notebook = jupytext.read(MASTER_SCRIPT, fmt="py:percent")
     notebook.nbformat, notebook.nbformat_minor = 4, 5
@@ -155,15 +170,7 @@ def main(argv=None) -> int:
         problems = [] if files == expected_release() else [f"release files: {files}"]
     else:
         with tempfile.TemporaryDirectory() as temporary:
-            course = pathlib.Path(temporary) / "course"
-            shutil.copytree(
-                COURSE / "source",
-                course / "source",
-                symlinks=False,
-                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
-            )
-            # A link, not a copy: the config imports the grader package beside course/.
-            (course / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
+            course = copy_course(pathlib.Path(temporary) / "course")
             master, learner, files = build(
                 course, course / "source" / ASSIGNMENT / MASTER_NOTEBOOK.name
             )
