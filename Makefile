@@ -12,10 +12,32 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export ALPACA_DATASET ?= $(CURDIR)/../shared/data/alpaca
 export ALPACA_WEIGHTS_DIR ?= $(CURDIR)/../shared/weights
 PYTEST_ARGS ?=
+# Playwright drives Debian's Chromium; it must never download a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+# Debian packages the tests need, as package:command. bubblewrap is the grading
+# sandbox; chromium runs the browser test (tests/test_browser.py).
+SYSTEM_PACKAGES := bubblewrap:bwrap chromium:chromium
 
-.PHONY: run test test-fast release check-release lint format figures bench clean
+.PHONY: run test test-fast release check-release lint format figures bench clean system-packages
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt
+# As root (as on CI), install the missing Debian packages; otherwise say what to install.
+# Never fails: the tests that need a missing package fail and say so.
+system-packages:
+	@missing=""; \
+	for entry in $(SYSTEM_PACKAGES); do \
+		command -v "$${entry#*:}" >/dev/null 2>&1 || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing the Debian packages the tests need:$$missing"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing; } \
+			|| echo "Could not install$$missing with apt-get; the tests that need them will fail."; \
+	else \
+		echo "Missing system packages:$$missing (bubblewrap: the grading sandbox; chromium: the browser test)."; \
+		echo "Install them with: sudo apt-get install$$missing"; \
+	fi
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements-lock.txt

@@ -15,9 +15,12 @@ Where things come from (first match wins):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
+import sys
+import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -773,7 +776,7 @@ def bn_experiment(
         model.compile(
             optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
             loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+            metrics=[tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
         )
 
     frozen = build_model()
@@ -845,6 +848,55 @@ def plot_bn_experiment(results, watched_layer="Conv_1_bn"):
         axis.legend(loc="best")
     figure.tight_layout()
     return figure
+
+
+# --------------------------------------------------------------------------
+# TensorFlow's start-up notes
+# --------------------------------------------------------------------------
+
+# What TensorFlow 2.21 writes to stderr when it is imported, from its C++ code:
+# twice (once per library) a warning of absl, the logging library, and the note
+# that oneDNN is on. TF_CPP_MIN_LOG_LEVEL does not silence them, and
+# TF_ENABLE_ONEDNN_OPTS=0 would, but makes training 2.5 times slower.
+STARTUP_NOTES = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on.",
+)
+
+
+@contextlib.contextmanager
+def tensorflow_startup_notes_hidden():
+    """Hide TensorFlow's start-up notes (see `STARTUP_NOTES`) while the block runs.
+
+    Use it around ``import tensorflow``. C++ code writes the notes straight to
+    the process's stderr (file descriptor 2), below Python's ``sys.stderr``. So
+    while the block runs, descriptor 2 goes to a temporary file; afterwards every
+    line of that file that is not a start-up note is written to ``sys.stderr``.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2: nothing would be shown anyway
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode("utf-8", errors="replace")
+            kept = [
+                line
+                for line in text.splitlines(keepends=True)
+                if not any(note in line for note in STARTUP_NOTES)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 if __name__ == "__main__":

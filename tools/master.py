@@ -3,8 +3,8 @@
     namespace = master.solution_namespace()
     model = namespace["alpaca_model"]()
 
-The namespace is the notebook's: the set-up cell, `preprocess_input`, and the cells
-of the three exercises with their solutions. `source_of(grade_id)` returns one
+The namespace is the notebook's: the set-up cell (which also defines
+`preprocess_input`) and the cells of the three exercises with their solutions. `source_of(grade_id)` returns one
 cell's code, so that a test can change it and run it again with `run_cells()`.
 """
 
@@ -15,7 +15,6 @@ import functools
 import build
 
 EXERCISES = ("data_augmenter", "alpaca_model", "fine_tune")
-PREAMBLE = "preprocess_input = tf.keras.applications.mobilenet_v2.preprocess_input\n"
 
 
 @functools.cache
@@ -42,7 +41,7 @@ def run_cells(sources, namespace: dict | None = None) -> dict:
 
 def setup_namespace() -> dict:
     """Return the notebook's namespace after its set-up cell, before any exercise."""
-    return run_cells([source_of("setup"), PREAMBLE])
+    return run_cells([source_of("setup")])
 
 
 def solution_namespace(**replacements: str) -> dict:

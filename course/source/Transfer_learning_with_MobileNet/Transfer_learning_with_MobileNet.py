@@ -40,25 +40,37 @@
 # Run this cell first. It imports TensorFlow, Keras and the helpers of this
 # assignment, and finds the ImageNet weights of MobileNetV2 (see `README.md` if
 # it cannot).
+#
+# Grading runs this cell and your answer cells only, not the lesson's other
+# cells nor cells you add. So your answers may use the names this cell defines,
+# such as `tf`, `tfl`, `preprocess_input` and `BASE_WEIGHTS`, and the functions
+# of your other answers, nothing else.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import os
 
+# Show TensorFlow's errors, not its information and warning logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import matplotlib.pyplot as plt
 import numpy as np
-import tensorflow as tf
+
+import utils
+
+# Importing TensorFlow prints start-up notes (absl, oneDNN) straight to stderr.
+# Hide those notes; any other message still shows.
+with utils.tensorflow_startup_notes_hidden():
+    import tensorflow as tf
 import tensorflow.keras.layers as tfl
 
 import public_tests
-import utils
 
 print(f"TensorFlow {tf.__version__}, Keras {tf.keras.__version__}")
 
 IMG_SIZE = utils.IMG_SIZE
 BASE_LEARNING_RATE = utils.BASE_LEARNING_RATE
 BASE_WEIGHTS = utils.mobilenet_weights(include_top=False)
+preprocess_input = tf.keras.applications.mobilenet_v2.preprocess_input
 tf.keras.utils.set_random_seed(utils.SEED)
 
 # %% [markdown]
@@ -138,10 +150,6 @@ def data_augmenter():
 # %% nbgrader={"grade": true, "grade_id": "data_augmenter_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 public_tests.data_augmenter_test(data_augmenter)
 ### BEGIN HIDDEN TESTS
-# Reload the tests from their files, in case the notebook replaced a test function.
-import importlib, sys  # noqa: E401
-for _module in ("utils", "test_utils", "public_tests"):
-    importlib.reload(sys.modules[_module])
 public_tests.data_augmenter_test(data_augmenter, image_shape=(96, 128))
 ### END HIDDEN TESTS
 
@@ -191,13 +199,12 @@ for layer in imagenet_model.layers:
 #
 # The ImageNet classifier knows 1,000 classes, but not "alpaca". What does it
 # say about our photos? Its input must be *preprocessed* first:
-# `preprocess_input()` scales pixels from [0, 255] to [-1, 1], the range
+# `preprocess_input()` (defined in the first cell, from
+# `tf.keras.applications.mobilenet_v2`) scales pixels from [0, 255] to [-1, 1], the range
 # MobileNetV2 was trained on. (The 2021 version of this notebook forgot this
 # step and got "window screen" for almost every photo.)
 
 # %%
-preprocess_input = tf.keras.applications.mobilenet_v2.preprocess_input
-
 images, labels = next(iter(train_dataset))
 probabilities = imagenet_model.predict(preprocess_input(images), verbose=0)
 for label, top3 in list(zip(labels, utils.decode_predictions(probabilities, top=3)))[:12]:
@@ -277,30 +284,28 @@ def alpaca_model(image_shape=IMG_SIZE, data_augmentation=None):
 # %% nbgrader={"grade": true, "grade_id": "alpaca_model_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.alpaca_model_test(alpaca_model)
 ### BEGIN HIDDEN TESTS
-# Reload the tests from their files, in case the notebook replaced a test function.
-import importlib, sys  # noqa: E401
-for _module in ("utils", "test_utils", "public_tests"):
-    importlib.reload(sys.modules[_module])
 public_tests.alpaca_model_test(
     alpaca_model,
     image_shape=(128, 128),
-    data_augmentation=tf.keras.Sequential([tfl.RandomContrast(0.1)], name="hidden_augmenter"),
+    augmenter={"name": "hidden_augmenter", "layers": [["RandomContrast", {"factor": 0.1}]]},
 )
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "frozen_base_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.frozen_base_test(alpaca_model)
 ### BEGIN HIDDEN TESTS
-# Reload the tests from their files, in case the notebook replaced a test function.
-import importlib, sys  # noqa: E401
-for _module in ("utils", "test_utils", "public_tests"):
-    importlib.reload(sys.modules[_module])
 public_tests.frozen_base_test(alpaca_model, image_shape=(128, 128))
 ### END HIDDEN TESTS
 
 # %% [markdown]
 # Now build the model and compile it. The loss is binary cross-entropy computed
 # from logits, and the optimizer is Adam with a learning rate of 0.001.
+#
+# The metric is accuracy, read on the logit. A logit of 0 is a probability of
+# 0.5, so `BinaryAccuracy(threshold=0.0)` counts a photo as "not alpaca" when its
+# probability is above 0.5. The shortcut `metrics=["accuracy"]` would compare
+# the logit with 0.5, which is a probability of 0.62, and count some right
+# answers as wrong.
 #
 # Training is random: the order of the photos, the augmentation and the dropout.
 # Seeding the random generators first makes every run of this notebook give the
@@ -312,7 +317,7 @@ model2 = alpaca_model(IMG_SIZE, data_augmenter())
 model2.compile(
     optimizer=tf.keras.optimizers.Adam(learning_rate=BASE_LEARNING_RATE),
     loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-    metrics=["accuracy"],
+    metrics=[tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
 )
 model2.summary()
 
@@ -469,7 +474,9 @@ print(utils.format_claims(probe))
 #    (The section above shows why.)
 # 3. Compile `model` again, or the change of `trainable` is not taken into
 #    account: Adam with a learning rate of `base_learning_rate / 10`, the same
-#    `BinaryCrossentropy(from_logits=True)` loss and the `"accuracy"` metric.
+#    `BinaryCrossentropy(from_logits=True)` loss and the same metric as before,
+#    `tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")` (not the
+#    string `"accuracy"`, which reads the logit at 0.5).
 # 4. Return `model`.
 
 # %% nbgrader={"grade": false, "grade_id": "fine_tune", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -485,7 +492,7 @@ def fine_tune(model, fine_tune_at=utils.FINE_TUNE_AT, base_learning_rate=BASE_LE
     model.compile(
         optimizer=tf.keras.optimizers.Adam(learning_rate=base_learning_rate / 10),
         loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        metrics=[tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
     )
     ### END SOLUTION
     return model
@@ -498,20 +505,12 @@ def fine_tune(model, fine_tune_at=utils.FINE_TUNE_AT, base_learning_rate=BASE_LE
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_test(fine_tune)
 ### BEGIN HIDDEN TESTS
-# Reload the tests from their files, in case the notebook replaced a test function.
-import importlib, sys  # noqa: E401
-for _module in ("utils", "test_utils", "public_tests"):
-    importlib.reload(sys.modules[_module])
 public_tests.fine_tune_test(fine_tune, fine_tune_at=100)
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_compile_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_compile_test(fine_tune)
 ### BEGIN HIDDEN TESTS
-# Reload the tests from their files, in case the notebook replaced a test function.
-import importlib, sys  # noqa: E401
-for _module in ("utils", "test_utils", "public_tests"):
-    importlib.reload(sys.modules[_module])
 public_tests.fine_tune_compile_test(fine_tune, base_learning_rate=0.01)
 ### END HIDDEN TESTS
 
