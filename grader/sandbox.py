@@ -1,0 +1,1209 @@
+"""Run untrusted code under bubblewrap, with limits, and read what it left behind safely.
+
+The sandbox (one ``bwrap`` per run):
+
+- new user, pid, network, ipc, uts and cgroup namespaces (``--unshare-all``): no network at
+  all, not even loopback to the host; host processes are invisible and cannot be signalled;
+- all capabilities dropped, no new privileges, no nested user namespaces, a new session;
+- a root filesystem that holds only the read-only binds it is given plus the Python runtime
+  (:func:`python_runtime_binds`), a fresh ``/proc`` and a minimal ``/dev``; the root itself,
+  ``/dev`` and every bind but the scratch folder are read-only;
+- one writable folder, the host's ``scratch`` at ``/scratch``; ``/tmp``, ``/dev/shm`` and
+  ``$HOME`` are folders inside it, so that nothing the code writes lands in machine RAM;
+- a whole environment of the caller's choosing (``--clearenv``).
+
+Limits (:class:`Limits`) and how they are enforced:
+
+- memory of the whole sandbox: a memory cgroup when one is writable (cgroup v1 or v2), else a
+  watchdog that sums the resident memory of every process of the sandbox; plus ``RLIMIT_AS``
+  on every process;
+- processes and threads: a pids cgroup when one is writable, else a watchdog that counts the
+  sandbox's threads, plus ``RLIMIT_NPROC`` when not root (root ignores it);
+- CPU time per process: ``RLIMIT_CPU``; file size: ``RLIMIT_FSIZE``; no core dumps;
+- wall time, time between two step markers, scratch size and number of files: the
+  watchdog of :meth:`Sandbox.run`;
+- output: read incrementally; the first and the last part are kept, the middle is dropped.
+
+Killing the sandbox kills the init process of its pid namespace, so the kernel kills every
+process it started, daemons and ``setsid`` children included; with a cgroup, the cgroup is then
+checked empty and removed. :func:`read_artifact` reads a file the code left in scratch without
+following symlinks and refuses anything that is not a small regular file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path, PurePosixPath
+
+import psutil
+
+__all__ = [
+    "STEP_MARKER",
+    "Limits",
+    "Result",
+    "Sandbox",
+    "SandboxUnavailable",
+    "check_available",
+    "enforcement",
+    "python_runtime_binds",
+    "read_artifact",
+]
+
+STEP_MARKER = "\x1e@step "
+_MARK = STEP_MARKER.encode()
+
+SCRATCH = "/scratch"
+# Folders inside scratch that stand for /tmp, /dev/shm and $HOME.
+_TMP, _SHM, _HOME = ".tmp", ".shm", ".home"
+
+# Watchdog periods (seconds): limits checks, and the slowest scratch walk allowed.
+_WATCH_PERIOD = 0.1
+_SCRATCH_PERIOD = 0.5
+# Most entries (files and folders) scratch may hold: an inode flood is a disk flood too.
+_SCRATCH_MAX_ENTRIES = 50_000
+# Steps kept, and the length of one step's payload.
+_MAX_STEPS = 10_000
+_MAX_STEP_BYTES = 4096
+# Room kept in Result.output for the note that says output was dropped.
+_NOTE_ROOM = 200
+
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+# The part of /etc a Python program may read: the dynamic loader's cache, names, time zone.
+# Not shadow, not ssh, not sudoers, not the machine's configuration.
+_ETC_ENTRIES = (
+    "alternatives",
+    "fonts",
+    "group",
+    "host.conf",
+    "hosts",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "mime.types",
+    "nsswitch.conf",
+    "os-release",
+    "passwd",
+    "protocols",
+    "services",
+    "timezone",
+)
+
+_INSTALL_HINT = (
+    "Student code runs under bubblewrap. Install it with `apt-get install bubblewrap` "
+    "(Debian/Ubuntu; the Makefile's set-up does this), on a kernel that allows user "
+    "namespaces. --no-sandbox exists for trusted notebooks only (your own solutions), "
+    "never for submissions."
+)
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create its namespaces here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 900  # whole run
+    step_seconds: float | None = 300  # most time between two step markers
+    memory_mb: int = 6144  # resident memory of the whole sandbox (all its processes)
+    cpu_seconds: int = 1800  # CPU time per process (RLIMIT_CPU)
+    processes: int = 512  # processes + threads inside the sandbox
+    output_bytes: int = 1_000_000  # stdout+stderr kept
+    scratch_mb: int = 512  # total size of the writable scratch folder
+    file_mb: int = 256  # one file (RLIMIT_FSIZE)
+    # Address space of one process (RLIMIT_AS); None: memory_mb + 4 GiB, at least 8 GiB
+    # (TensorFlow maps far more than it touches).
+    address_space_mb: int | None = None
+
+    def address_space(self) -> int:
+        mb = self.address_space_mb
+        if mb is None:
+            mb = max(8192, self.memory_mb + 4096)
+        return mb * 2**20
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int | None  # None when the sandbox was killed
+    killed: str | None  # why the sandbox was killed, or None
+    output: str  # stdout+stderr, merged, truncated, without step-marker lines
+    steps: list[str]  # payloads of the step markers, in order
+    peak_mb: float  # highest resident memory of the sandbox seen
+    seconds: float  # wall time of the run
+    # How each limit was enforced in this run: {"memory": "cgroup v1", ...}.
+    enforced: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# Availability
+
+
+_available_lock = threading.Lock()
+_available: tuple[bool, str, tuple[str, ...]] | None = None
+
+
+def _bwrap() -> str | None:
+    return shutil.which("bwrap") or ("/usr/bin/bwrap" if os.path.exists("/usr/bin/bwrap") else None)
+
+
+def _probe() -> tuple[bool, str, tuple[str, ...]]:
+    """Try a trivial sandbox; return (ok, why not, the user-namespace flags that work)."""
+    bwrap = _bwrap()
+    if bwrap is None:
+        return False, "bubblewrap (bwrap) is not installed.", ()
+    base = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    fs = _mount_args({d: d for d in _SYSTEM_DIRS if os.path.lexists(d)})
+    fs += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/"]
+    true = shutil.which("true", path="/usr/bin:/bin") or "/bin/true"
+    last = ""
+    # Prefer an explicit user namespace with nested ones disabled; older kernels or set-ups
+    # may only allow the plain --unshare-all.
+    for userns in (("--unshare-user", "--disable-userns"), ("--unshare-user",), ()):
+        try:
+            done = subprocess.run(
+                [*base, *userns, *fs, "--", true],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=20,
+                env={},
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            last = str(error)
+            continue
+        if done.returncode == 0:
+            return True, "", userns
+        last = done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
+    return False, f"bubblewrap cannot create its namespaces here: {last}", ()
+
+
+def check_available() -> None:
+    """Raise SandboxUnavailable unless bwrap runs here (tried once, then cached)."""
+    global _available
+    with _available_lock:
+        if _available is None:
+            _available = _probe()
+        ok, why, _ = _available
+    if not ok:
+        raise SandboxUnavailable(f"{why} {_INSTALL_HINT}")
+
+
+def _userns_flags() -> tuple[str, ...]:
+    check_available()
+    assert _available is not None
+    return _available[2]
+
+
+# --------------------------------------------------------------------------------------
+# Binds
+
+
+def python_runtime_binds() -> dict[str, str]:
+    """Read-only binds that let this interpreter (sys.executable) run inside the sandbox.
+
+    The system folders, a small part of /etc, the base Python prefix (resolved from
+    sys.base_prefix and from the real path of sys.executable) and the virtual environment,
+    each at its own path. Nothing else: not the repository, not $HOME, not /work.
+    """
+    binds: dict[str, str] = {}
+    for d in _SYSTEM_DIRS:
+        if os.path.lexists(d):
+            binds[d] = d
+    for entry in _ETC_ENTRIES:
+        path = f"/etc/{entry}"
+        if os.path.lexists(path):
+            binds[path] = path
+    exe = os.path.realpath(sys.executable)
+    prefixes = {
+        os.path.realpath(sys.base_prefix),
+        os.path.realpath(sys.base_exec_prefix),
+        os.path.dirname(os.path.dirname(exe)),
+        os.path.abspath(sys.prefix),
+        os.path.abspath(sys.exec_prefix),
+    }
+    if os.path.realpath(sys.prefix) != os.path.abspath(sys.prefix):
+        prefixes.add(os.path.realpath(sys.prefix))
+    for prefix in sorted(prefixes):
+        if prefix in ("/", "") or not os.path.isdir(prefix):
+            continue
+        if any(_is_under(prefix, other) for other in binds if os.path.isdir(other)):
+            continue  # already inside a bound folder (a system Python under /usr)
+        binds[prefix] = prefix
+    return binds
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _mount_args(readonly: dict[str, str]) -> list[str]:
+    """bwrap arguments for read-only binds, parents first; same-path symlinks stay symlinks."""
+    same = {host for host, inside in readonly.items() if host == inside}
+    args: list[str] = []
+    for host, inside in sorted(readonly.items(), key=lambda item: (item[1].count("/"), item[1])):
+        if host == inside and os.path.islink(host):
+            target = os.path.realpath(host)
+            if any(_is_under(target, other) for other in same if other != host):
+                args += ["--symlink", os.readlink(host), inside]
+                continue
+        args += ["--ro-bind", host, inside]
+    return args
+
+
+# --------------------------------------------------------------------------------------
+# Cgroups
+
+
+def _cgroup_v1_dir(controller: str) -> Path | None:
+    """Our own folder in the v1 hierarchy of a controller, when mounted."""
+    own = None
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controller in controllers.split(","):
+                own = path
+    if own is None:
+        return None
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
+            if fstype != "cgroup" or controller not in options:
+                continue
+            root, mountpoint = fields[3], fields[4]
+            rel = own
+            if root != "/" and _is_under(own, root):
+                rel = own[len(root) :]
+            candidate = Path(mountpoint + rel)
+            return candidate if candidate.is_dir() else Path(mountpoint)
+    return None
+
+
+def _cgroup_v2_dir() -> Path | None:
+    own = None
+    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                own = line[3:].rstrip("\n")
+    if own is None:
+        return None
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] != "cgroup2":
+                continue
+            root, mountpoint = fields[3], fields[4]
+            rel = own[len(root) :] if root != "/" and _is_under(own, root) else own
+            candidate = Path(mountpoint + rel)
+            return candidate if candidate.is_dir() else None
+    return None
+
+
+def _write(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _read(path: Path) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _remove_stale(parent: Path) -> None:
+    """Remove empty sandbox cgroups left by a grader that died (their pid is gone)."""
+    with contextlib.suppress(OSError):
+        for child in parent.iterdir():
+            m = re.fullmatch(r"grader-sandbox-(\d+)-[0-9a-f]+", child.name)
+            if m and not psutil.pid_exists(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+
+
+class _Cgroups:
+    """The cgroups of one run: memory and pids, v1 or v2, whichever could be made."""
+
+    def __init__(self, limits: Limits):
+        self.name = f"grader-sandbox-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.memory: Path | None = None
+        self.pids: Path | None = None
+        self.version = ""
+        self.dirs: list[Path] = []
+        self._make(limits)
+
+    def _mkdir(self, parent: Path | None) -> Path | None:
+        if parent is None or not os.access(parent, os.W_OK):
+            return None
+        _remove_stale(parent)
+        path = parent / self.name
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        self.dirs.append(path)
+        return path
+
+    def _make(self, limits: Limits) -> None:
+        memory_bytes = limits.memory_mb * 2**20
+        mem = self._mkdir(_cgroup_v1_dir("memory"))
+        if mem is not None:
+            try:
+                _write(mem / "memory.limit_in_bytes", str(memory_bytes))
+                if (mem / "memory.memsw.limit_in_bytes").exists():
+                    _write(mem / "memory.memsw.limit_in_bytes", str(memory_bytes))
+                self.memory = mem
+            except OSError:
+                self._drop(mem)
+        pids = self._mkdir(_cgroup_v1_dir("pids"))
+        if pids is not None:
+            try:
+                _write(pids / "pids.max", str(limits.processes))
+                self.pids = pids
+            except OSError:
+                self._drop(pids)
+        if self.memory or self.pids:
+            self.version = "cgroup v1"
+            return
+        # cgroup v2: one folder holds both, when our cgroup delegates the controllers.
+        parent = _cgroup_v2_dir()
+        if parent is None:
+            return
+        try:
+            enabled = _read(parent / "cgroup.subtree_control").split()
+        except OSError:
+            return
+        if "memory" not in enabled and "pids" not in enabled:
+            return
+        both = self._mkdir(parent)
+        if both is None:
+            return
+        with contextlib.suppress(OSError):
+            _write(both / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(both / "memory.swap.max", "0")
+            self.memory = both
+        with contextlib.suppress(OSError):
+            _write(both / "pids.max", str(limits.processes))
+            self.pids = both
+        if self.memory or self.pids:
+            self.version = "cgroup v2"
+        else:
+            self._drop(both)
+
+    def _drop(self, path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.rmdir()
+        if path in self.dirs:
+            self.dirs.remove(path)
+
+    def add(self, pid: int) -> None:
+        for d in self.dirs:
+            _write(d / "cgroup.procs", str(pid))
+
+    def members(self) -> set[int]:
+        pids: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                pids.update(int(x) for x in _read(d / "cgroup.procs").split())
+        return pids
+
+    def _events(self, path: Path | None, name: str) -> dict[str, int]:
+        if path is None:
+            return {}
+        out = {}
+        with contextlib.suppress(OSError):
+            for line in _read(path / name).splitlines():
+                key, _, value = line.partition(" ")
+                with contextlib.suppress(ValueError):
+                    out[key] = int(value)
+        return out
+
+    def oom_kills(self) -> int:
+        if self.version == "cgroup v1":
+            return self._events(self.memory, "memory.oom_control").get("oom_kill", 0)
+        return self._events(self.memory, "memory.events").get("oom_kill", 0)
+
+    def pids_refused(self) -> int:
+        return self._events(self.pids, "pids.events").get("max", 0)
+
+    def tasks(self) -> int | None:
+        if self.pids is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return int(_read(self.pids / "pids.current"))
+        return None
+
+    def resident_bytes(self) -> int | None:
+        """Anonymous and mapped memory of the cgroup (not its reclaimable page cache)."""
+        if self.memory is None:
+            return None
+        st = self._events(self.memory, "memory.stat")
+        if self.version == "cgroup v1":
+            return (
+                st.get("total_rss", 0) + st.get("total_mapped_file", 0) + st.get("total_shmem", 0)
+            )
+        return st.get("anon", 0) + st.get("file_mapped", 0) + st.get("shmem", 0)
+
+    def kill_all(self) -> None:
+        if self.version == "cgroup v2" and self.dirs:
+            with contextlib.suppress(OSError):
+                _write(self.dirs[0] / "cgroup.kill", "1")
+        for pid in self.members():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self, timeout: float = 10.0) -> bool:
+        """Kill what is left and remove the cgroups; False if something would not die."""
+        deadline = time.monotonic() + timeout
+        while self.members():
+            if time.monotonic() > deadline:
+                return False
+            self.kill_all()
+            time.sleep(0.01)
+        for d in list(self.dirs):
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
+        return True
+
+
+def enforcement(*, cgroups: bool = True, limits: Limits = Limits()) -> dict[str, str]:
+    """How each limit would be enforced by a run here (creates and removes a test cgroup)."""
+    cg = _Cgroups(limits) if cgroups else None
+    try:
+        return _enforcement(cg)
+    finally:
+        if cg is not None:
+            cg.remove()
+
+
+def _enforcement(cg: _Cgroups | None) -> dict[str, str]:
+    memory = f"{cg.version} memory" if cg and cg.memory else "watchdog of the resident memory"
+    if cg and cg.pids:
+        processes = f"{cg.version} pids"
+    elif os.geteuid() != 0:
+        processes = "watchdog of the thread count + RLIMIT_NPROC"
+    else:
+        processes = "watchdog of the thread count (root ignores RLIMIT_NPROC)"
+    return {
+        "memory": memory + " + RLIMIT_AS per process",
+        "processes": processes,
+        "cpu": "RLIMIT_CPU per process",
+        "file": "RLIMIT_FSIZE per file",
+        "wall": "watchdog",
+        "step": "watchdog",
+        "scratch": "watchdog of the size and number of files",
+        "output": "kept head and tail, the middle dropped",
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Output
+
+
+class _Output:
+    """Collect merged output incrementally: steps out, head and tail kept, middle dropped."""
+
+    def __init__(self, limit: int):
+        room = max(0, limit - _NOTE_ROOM) if limit > 4 * _NOTE_ROOM else limit
+        self.head_cap = room * 3 // 4
+        self.tail_cap = room - self.head_cap
+        self.limit = limit
+        self.head = bytearray()
+        self.tail: deque[bytes] = deque()
+        self.tail_len = 0
+        self.dropped = 0
+        self.pending = bytearray()  # bytes that may be the start of a marker line
+        self.skipping = False  # inside a too-long marker line: discard to its newline
+        self.steps: list[str] = []
+        self.markers = 0  # markers seen (also those past _MAX_STEPS)
+
+    def _emit(self, data: bytes) -> None:
+        if not data:
+            return
+        take = min(len(data), self.head_cap - len(self.head))
+        if take > 0:
+            self.head += data[:take]
+            data = data[take:]
+        if not data:
+            return
+        self.tail.append(bytes(data))
+        self.tail_len += len(data)
+        while self.tail and self.tail_len - len(self.tail[0]) >= self.tail_cap:
+            self.dropped += len(self.tail[0])
+            self.tail_len -= len(self.tail[0])
+            self.tail.popleft()
+
+    def _step(self, payload: bytes) -> None:
+        self.markers += 1
+        if len(self.steps) < _MAX_STEPS:
+            text = payload[:_MAX_STEP_BYTES].decode(errors="replace").rstrip("\r")
+            self.steps.append(text)
+
+    def feed(self, data: bytes) -> None:
+        buf = self.pending + data
+        self.pending = bytearray()
+        pos = 0
+        while pos < len(buf):
+            if self.skipping:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    return
+                self.skipping = False
+                pos = nl + 1
+                continue
+            m = buf.find(_MARK, pos)
+            if m < 0:
+                # Keep a tail that could be the start of a marker split across reads.
+                cut = len(buf)
+                r = buf.rfind(_MARK[:1], max(pos, len(buf) - len(_MARK) + 1))
+                if r >= 0 and _MARK.startswith(bytes(buf[r:])):
+                    cut = r
+                self._emit(bytes(buf[pos:cut]))
+                self.pending = bytearray(buf[cut:])
+                return
+            self._emit(bytes(buf[pos:m]))
+            nl = buf.find(b"\n", m)
+            if nl < 0:
+                if len(buf) - m > len(_MARK) + _MAX_STEP_BYTES:
+                    self._step(bytes(buf[m + len(_MARK) :]))
+                    self.skipping = True
+                else:
+                    self.pending = bytearray(buf[m:])
+                return
+            self._step(bytes(buf[m + len(_MARK) : nl]))
+            pos = nl + 1
+
+    def finish(self) -> None:
+        if self.pending:
+            if self.pending.startswith(_MARK):
+                self._step(bytes(self.pending[len(_MARK) :]))
+            else:
+                self._emit(bytes(self.pending))
+            self.pending = bytearray()
+
+    def text(self) -> str:
+        tail = b"".join(self.tail)
+        if len(tail) > self.tail_cap:
+            self.dropped += len(tail) - self.tail_cap
+            tail = tail[len(tail) - self.tail_cap :]
+            self.tail = deque([tail])
+            self.tail_len = len(tail)
+        out = bytes(self.head)
+        if self.dropped:
+            note = (
+                f"\n[... {self.dropped} bytes of output dropped here: the sandbox keeps "
+                f"{self.limit} bytes ...]\n"
+            )
+            out += note.encode()
+        out += tail
+        return out.decode(errors="replace")
+
+
+# --------------------------------------------------------------------------------------
+# Scratch
+
+
+def _prepare_scratch(scratch: Path) -> None:
+    """Make scratch private and give it real folders for /tmp, /dev/shm and $HOME.
+
+    A folder left by an earlier run may be a symlink planted by its code: bwrap resolves bind
+    sources on the host, so each is checked without following links and replaced if needed.
+    """
+    os.chmod(scratch, 0o700)
+    fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in (_TMP, _SHM, _HOME):
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=fd)
+                st = None
+            if st is None:
+                os.mkdir(name, 0o700, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _scratch_usage(root: Path, max_entries: int) -> tuple[int, int]:
+    """(bytes allocated, entries) under root, stopping once entries pass max_entries."""
+    total = entries = 0
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            it = os.scandir(folder)
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                entries += 1
+                if entries > max_entries:
+                    return total, entries
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+    return total, entries
+
+
+def read_artifact(scratch: Path, relative: str, max_bytes: int) -> bytes:
+    """Read a regular file that sandboxed code left in scratch, without trusting it.
+
+    Every component of ``relative`` is opened with O_NOFOLLOW below ``scratch``: a symlink
+    anywhere, "..", an absolute path, a fifo, a device, a socket, a file with several hard
+    links or one over ``max_bytes`` raise ValueError. A missing file raises FileNotFoundError.
+    """
+    rel = PurePosixPath(relative)
+    parts = [p for p in rel.parts if p not in (".", "")]
+    if rel.is_absolute() or not parts:
+        raise ValueError(f"artifact path {relative!r} must be relative to the scratch folder")
+    if ".." in parts:
+        raise ValueError(f"artifact path {relative!r} must not contain '..'")
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts[:-1]):
+            where = "/".join(parts[: i + 1])
+            try:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"artifact folder {where!r} does not exist") from None
+            if not stat.S_ISDIR(st.st_mode):
+                kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a folder"
+                raise ValueError(f"artifact path {relative!r}: {where!r} is {kind}; refused")
+            try:
+                nfd = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ValueError(
+                        f"artifact path {relative!r}: {where!r} is a symlink; refused"
+                    ) from None
+                raise
+            os.close(fd)
+            fd = nfd
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"artifact {relative!r} does not exist") from None
+        _check_regular(relative, st, max_bytes)
+        try:
+            ffd = os.open(name, flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=fd)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise ValueError(f"artifact {relative!r} is a symlink; refused") from None
+            raise
+        try:
+            st2 = os.fstat(ffd)
+            if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+                raise ValueError(f"artifact {relative!r} changed while it was opened; refused")
+            _check_regular(relative, st2, max_bytes)
+            chunks = []
+            size = 0
+            while True:
+                chunk = os.read(ffd, min(1 << 20, max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ValueError(
+                        f"artifact {relative!r} is larger than {max_bytes} bytes; refused"
+                    )
+            return b"".join(chunks)
+        finally:
+            os.close(ffd)
+    finally:
+        os.close(fd)
+
+
+def _check_regular(relative: str, st: os.stat_result, max_bytes: int) -> None:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        raise ValueError(f"artifact {relative!r} is a symlink; refused")
+    if not stat.S_ISREG(mode):
+        kind = (
+            "a fifo"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a folder"
+            if stat.S_ISDIR(mode)
+            else "not a regular file"
+        )
+        raise ValueError(f"artifact {relative!r} is {kind}, not a regular file; refused")
+    if st.st_nlink > 1:
+        raise ValueError(f"artifact {relative!r} has {st.st_nlink} hard links; refused")
+    if st.st_size > max_bytes:
+        raise ValueError(
+            f"artifact {relative!r} is {st.st_size} bytes, larger than {max_bytes}; refused"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# The sandbox
+
+
+def _user_tasks() -> int:
+    """Threads of every process of our real uid (what RLIMIT_NPROC counts)."""
+    uid = os.getuid()
+    total = 0
+    for proc in psutil.process_iter(["uids", "num_threads"]):
+        with contextlib.suppress(psutil.Error, TypeError):
+            if proc.info["uids"].real == uid:
+                total += proc.info["num_threads"] or 1
+    return total
+
+
+class Sandbox:
+    def __init__(
+        self,
+        *,
+        readonly: dict[str | Path, str],
+        scratch: Path,
+        limits: Limits = Limits(),
+        env: dict[str, str] | None = None,
+        cwd: str = SCRATCH,
+        runtime: bool = True,
+        cgroups: bool = True,
+    ):
+        """readonly maps host paths to paths inside (bound read-only); the Python runtime
+        (python_runtime_binds) is added unless runtime=False. scratch, a host folder the
+        caller created and emptied, is bound read-write at /scratch, the only writable place;
+        /tmp, /dev/shm and $HOME are folders inside it. env is the whole environment inside,
+        with PATH, HOME and TMPDIR defaulted. cgroups=False forces the watchdog (as when no
+        cgroup is writable)."""
+        binds: dict[str, str] = {}
+        for host, inside in {**(python_runtime_binds() if runtime else {}), **readonly}.items():
+            host_s, inside_s = os.path.abspath(os.fspath(host)), os.path.normpath(inside)
+            if not inside_s.startswith("/") or inside_s == "/":
+                raise ValueError(f"bind destination {inside!r} must be an absolute path below /")
+            if _is_under(inside_s, SCRATCH) or _is_under(inside_s, "/proc"):
+                raise ValueError(f"bind destination {inside!r} is reserved")
+            if not os.path.exists(host_s):
+                raise FileNotFoundError(f"read-only bind source {host_s} does not exist")
+            binds = {h: i for h, i in binds.items() if i != inside_s}  # last one wins
+            binds[host_s] = inside_s
+        self.readonly = binds
+        self.scratch = Path(scratch).absolute()
+        self.limits = limits
+        self.cwd = cwd
+        self.cgroups = cgroups
+        environment = dict(env or {})
+        environment.setdefault("PATH", f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin")
+        environment.setdefault("HOME", f"{SCRATCH}/{_HOME}")
+        environment.setdefault("TMPDIR", "/tmp")
+        self.env = environment
+
+    def _args(self, info_fd: int, block_fd: int) -> list[str]:
+        bwrap = _bwrap()
+        assert bwrap is not None
+        args = [
+            bwrap,
+            "--unshare-all",
+            *_userns_flags(),
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "sandbox",
+            *_mount_args(self.readonly),
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--bind",
+            str(self.scratch),
+            SCRATCH,
+            "--bind",
+            str(self.scratch / _TMP),
+            "/tmp",
+            "--bind",
+            str(self.scratch / _SHM),
+            "/dev/shm",
+            "--remount-ro",
+            "/dev",
+            "--remount-ro",
+            "/",
+            "--chdir",
+            self.cwd,
+            "--clearenv",
+        ]
+        for key, value in self.env.items():
+            args += ["--setenv", key, value]
+        args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+        return args
+
+    def _rlimits(self, nproc: int | None) -> list[tuple[int, int]]:
+        lim = self.limits
+        out = [
+            (resource.RLIMIT_AS, lim.address_space()),
+            (resource.RLIMIT_CPU, int(lim.cpu_seconds)),
+            (resource.RLIMIT_FSIZE, lim.file_mb * 2**20),
+            (resource.RLIMIT_CORE, 0),
+        ]
+        if nproc is not None:
+            out.append((resource.RLIMIT_NPROC, nproc))
+        return out
+
+    def run(self, argv: list[str], *, input: bytes | None = None) -> Result:
+        """Run argv inside the sandbox and enforce every limit; see the module docstring.
+
+        A line starting with STEP_MARKER restarts the step clock; the rest of the line is
+        appended to Result.steps. On any limit, everything the sandbox started is killed and
+        Result.killed says why.
+        """
+        if not argv:
+            raise ValueError("argv is empty")
+        check_available()
+        lim = self.limits
+        start = time.monotonic()
+        _prepare_scratch(self.scratch)
+        cg = _Cgroups(lim) if self.cgroups else None
+        enforced = _enforcement(cg)
+        nproc = None
+        if not (cg and cg.pids) and os.geteuid() != 0:
+            nproc = _user_tasks() + lim.processes
+        info_r, info_w = os.pipe()
+        block_r, block_w = os.pipe()
+        out = _Output(lim.output_bytes)
+        killed: str | None = None
+        peak = 0
+        proc: subprocess.Popen | None = None
+        init_pid: int | None = None
+        try:
+            proc = subprocess.Popen(
+                [*self._args(info_w, block_r), "--", *argv],
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(info_w, block_r),
+                env={},
+                start_new_session=True,
+            )
+            os.close(info_w)
+            os.close(block_r)
+            info_w = block_r = -1
+            init_pid = _read_child_pid(info_r, proc)
+            # The sandbox's init waits on block_fd: put it and bwrap in the cgroups and
+            # under the rlimits before it starts the command.
+            for pid in (proc.pid, init_pid):
+                if pid is None:
+                    continue
+                if cg is not None:
+                    with contextlib.suppress(OSError):
+                        cg.add(pid)
+                for which, value in self._rlimits(nproc):
+                    # CPU: SIGXCPU at the soft limit, SIGKILL 2 s later if it is ignored.
+                    hard = value + 2 if which == resource.RLIMIT_CPU else value
+                    with contextlib.suppress(OSError, ValueError):
+                        resource.prlimit(pid, which, (value, hard))
+            init_ctime = _create_time(init_pid)
+            with contextlib.suppress(OSError):
+                os.write(block_w, b"go")
+            os.close(block_w)
+            block_w = -1
+
+            killed, peak = self._watch(proc, init_pid, cg, out, input, start)
+            if killed:
+                self._kill(proc, init_pid, init_ctime, cg)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._kill(proc, init_pid, init_ctime, cg)
+                proc.wait(timeout=10)
+            _drain(proc, out)
+            if killed is None and cg is not None and cg.oom_kills():
+                killed = (
+                    f"out of memory: the sandbox used more than its {lim.memory_mb} MB, "
+                    "and the kernel killed a process"
+                )
+            if killed is None and proc.returncode == 128 + signal.SIGXCPU:
+                killed = f"timeout: a process used more than {lim.cpu_seconds} s of CPU time"
+        finally:
+            for fd in (info_r, info_w, block_r, block_w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            if proc is not None and proc.poll() is None:
+                self._kill(proc, init_pid, _create_time(init_pid), cg)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+            if proc is not None:
+                for stream in (proc.stdin, proc.stdout):
+                    if stream is not None:
+                        with contextlib.suppress(OSError):
+                            stream.close()
+            if cg is not None:
+                cg.remove()
+        out.finish()
+        return Result(
+            returncode=None if killed else proc.returncode,
+            killed=killed,
+            output=out.text(),
+            steps=out.steps,
+            peak_mb=round(peak / 2**20, 1),
+            seconds=round(time.monotonic() - start, 3),
+            enforced=enforced,
+        )
+
+    def _watch(
+        self,
+        proc: subprocess.Popen,
+        init_pid: int | None,
+        cg: _Cgroups | None,
+        out: _Output,
+        input: bytes | None,
+        start: float,
+    ) -> tuple[str | None, int]:
+        """Pump output and input, and check the limits, until the sandbox ends or must die."""
+        lim = self.limits
+        sel = selectors.DefaultSelector()
+        assert proc.stdout is not None
+        stdout_fd = proc.stdout.fileno()
+        os.set_blocking(stdout_fd, False)
+        sel.register(stdout_fd, selectors.EVENT_READ)
+        pending_input = memoryview(input or b"")
+        if proc.stdin is not None:
+            stdin_fd = proc.stdin.fileno()
+            os.set_blocking(stdin_fd, False)
+            if pending_input:
+                sel.register(stdin_fd, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+        deadline = start + lim.wall_seconds
+        step_deadline = time.monotonic() + lim.step_seconds if lim.step_seconds else None
+        markers = 0
+        next_watch = time.monotonic()
+        next_scratch = time.monotonic() + 0.2
+        peak = 0
+        eof = False
+        exited_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                wake = min(deadline, next_watch, step_deadline or deadline)
+                for key, _ in sel.select(max(0.0, min(wake - now, _WATCH_PERIOD))):
+                    if key.fd == stdout_fd:
+                        try:
+                            data = os.read(stdout_fd, 1 << 16)
+                        except BlockingIOError:
+                            continue
+                        if not data:
+                            sel.unregister(stdout_fd)
+                            eof = True
+                        else:
+                            out.feed(data)
+                    else:
+                        try:
+                            n = os.write(key.fd, pending_input[:65536])
+                            pending_input = pending_input[n:]
+                        except BlockingIOError:
+                            n = 0
+                        except BrokenPipeError:
+                            pending_input = memoryview(b"")
+                        if not pending_input:
+                            sel.unregister(key.fd)
+                            assert proc.stdin is not None
+                            with contextlib.suppress(OSError):
+                                proc.stdin.close()
+                now = time.monotonic()
+                if out.markers != markers:
+                    markers = out.markers
+                    if lim.step_seconds:
+                        step_deadline = now + lim.step_seconds
+                if proc.poll() is not None:
+                    # Everything in the pid namespace died with its init; drain what is left.
+                    if eof:
+                        return None, peak
+                    exited_at = exited_at or now
+                    if now - exited_at > 2:
+                        return None, peak
+                    continue
+                if now >= deadline:
+                    return f"timeout: the run took more than {lim.wall_seconds:g} s", peak
+                if step_deadline is not None and now >= step_deadline:
+                    what = f"after step {out.steps[-1]!r}" if out.steps else "before the first step"
+                    return (
+                        f"step timeout: more than {lim.step_seconds:g} s {what}",
+                        peak,
+                    )
+                if now >= next_watch:
+                    next_watch = now + _WATCH_PERIOD
+                    why, used = self._check(proc, cg)
+                    peak = max(peak, used)
+                    if why:
+                        return why, peak
+                if now >= next_scratch:
+                    size, entries = _scratch_usage(self.scratch, _SCRATCH_MAX_ENTRIES)
+                    took = time.monotonic() - now
+                    next_scratch = time.monotonic() + max(_SCRATCH_PERIOD, 10 * took)
+                    if size > lim.scratch_mb * 2**20:
+                        return (
+                            f"scratch full: the scratch folder holds more than {lim.scratch_mb} MB",
+                            peak,
+                        )
+                    if entries > _SCRATCH_MAX_ENTRIES:
+                        return (
+                            "scratch full: the scratch folder holds more than "
+                            f"{_SCRATCH_MAX_ENTRIES} files and folders",
+                            peak,
+                        )
+        finally:
+            sel.close()
+
+    def _check(self, proc: subprocess.Popen, cg: _Cgroups | None) -> tuple[str | None, int]:
+        """Memory and process limits: (why to kill or None, resident bytes now)."""
+        lim = self.limits
+        memory_bytes = lim.memory_mb * 2**20
+        if cg is not None and cg.memory is not None and cg.oom_kills():
+            return (
+                f"out of memory: the sandbox used more than its {lim.memory_mb} MB, "
+                "and the kernel killed a process",
+                cg.resident_bytes() or 0,
+            )
+        if cg is not None and cg.pids is not None:
+            if cg.pids_refused():
+                return (
+                    f"too many processes: the sandbox tried to run more than {lim.processes} "
+                    "processes and threads",
+                    cg.resident_bytes() or 0,
+                )
+        tree: list[psutil.Process] | None = None
+        tasks = None
+        if cg is None or cg.pids is None:
+            tree = _tree(proc.pid)
+            tasks = 0
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    tasks += p.num_threads()
+            if tasks > lim.processes:
+                return (
+                    f"too many processes: the sandbox ran {tasks} processes and threads, "
+                    f"more than {lim.processes}",
+                    0,
+                )
+        if cg is not None and cg.memory is not None:
+            return None, cg.resident_bytes() or 0
+        if tree is None:
+            tree = _tree(proc.pid)
+        used = 0
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                used += p.memory_info().rss
+        if used > memory_bytes:
+            return (
+                f"out of memory: the sandbox used {used / 2**20:.0f} MB, "
+                f"more than its {lim.memory_mb} MB",
+                used,
+            )
+        return None, used
+
+    def _kill(
+        self,
+        proc: subprocess.Popen,
+        init_pid: int | None,
+        init_ctime: float | None,
+        cg: _Cgroups | None,
+    ) -> None:
+        """SIGKILL the pid namespace's init (the kernel then kills every process in it),
+        bwrap itself, and anything left in the cgroup or the process tree."""
+        tree = _tree(proc.pid) if proc.poll() is None else []
+        if init_pid is not None and _create_time(init_pid) == init_ctime:
+            with contextlib.suppress(OSError):
+                os.kill(init_pid, signal.SIGKILL)
+        if proc.poll() is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        if cg is not None:
+            cg.kill_all()
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _create_time(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _read_child_pid(fd: int, proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
+    """The host pid of the sandbox's init, from bwrap's --info-fd (None if bwrap failed)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(0.05):
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+                try:
+                    return int(json.loads(data)["child-pid"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+            elif proc.poll() is not None:
+                break
+    return None
+
+
+def _drain(proc: subprocess.Popen, out: _Output) -> None:
+    """Read what is left in the output pipe once the sandbox is gone."""
+    if proc.stdout is None or proc.stdout.closed:
+        return
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        except OSError:
+            return
+        if not data:
+            return
+        out.feed(data)
