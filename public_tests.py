@@ -1,16 +1,23 @@
 """Public tests of the "Transfer learning with MobileNetV2" assignment.
 
-One ``<exercise>_test(target)`` per test cell, taking the learner's function.
-Each test prints one line when everything is right, and otherwise raises an
-AssertionError that names the exercise, the check that failed, what was
-expected and what was found, and the step of the instructions to look at.
+One ``<exercise>_test(target)`` per test cell, taking your function. Each test
+prints one line when everything is right, and otherwise raises an AssertionError
+that names the exercise, the check that failed, what was expected and what was
+found, and the step of the instructions to look at.
 
-The tests build their own models from the learner's function; they never touch
-the models of the notebook.
+Each test has two halves:
+
+- ``produce_<exercise>(target, ...)`` calls your function and returns a record of
+  what came back, as plain data (see `test_utils.py`);
+- ``check_<...>(record, ...)`` judges that record.
+
+The tests build their own models from your function; they never touch the models
+of the notebook.
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -30,13 +37,12 @@ FINE_TUNE_IMAGE_SHAPE = (96, 96)
 LEARNING_RATE_RTOL = 1e-6
 
 ACCURACY_NAMES = ("accuracy", "acc", "binary_accuracy")
-
-
-def _reference_augmenter(name="test_augmenter"):
-    """A fresh augmenter for the Exercise 2 tests, independent of Exercise 1."""
-    return keras.Sequential(
-        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.2)], name=name
-    )
+# The augmenter the Exercise 2 tests pass to your alpaca_model(), independent of
+# Exercise 1 (see test_utils.augmenter()).
+TEST_AUGMENTER = {
+    "name": "test_augmenter",
+    "layers": [["RandomFlip", {"mode": "horizontal"}], ["RandomRotation", {"factor": 0.2}]],
+}
 
 
 # --------------------------------------------------------------------------
@@ -46,24 +52,42 @@ def _reference_augmenter(name="test_augmenter"):
 
 def data_augmenter_test(target, image_shape=IMG_SIZE):
     """Test Exercise 1: a Sequential of RandomFlip('horizontal') then RandomRotation(0.2)."""
-    ex = "data_augmenter"
-    augmenter = tu.call_learner(ex, target)
-    step = "Exercise 1"
+    check_data_augmenter(produce_data_augmenter(target), image_shape)
 
-    if not isinstance(augmenter, keras.Sequential):
-        if isinstance(augmenter, (list, tuple)):
-            found = f"a {type(augmenter).__name__} of {len(augmenter)} layers"
+
+def produce_data_augmenter(target):
+    """Call your data_augmenter(); record what it returned."""
+    augmenter, error = tu.call_learner(target)
+    if error:
+        return {"error": error}
+    record = {"returned": tu.returned_record(augmenter)}
+    if isinstance(augmenter, keras.Sequential):
+        record["model"] = tu.model_record(augmenter)
+    return record
+
+
+def check_data_augmenter(record, image_shape=IMG_SIZE):
+    """Judge the record of data_augmenter(): its layers, then what it does to images."""
+    ex = "data_augmenter"
+    step = "Exercise 1"
+    if "error" in record:
+        tu.learner_error(ex, record["error"])
+    returned = record["returned"]
+    if not returned["is_sequential"]:
+        if returned["sequence_length"] is not None:
+            found = f"a {returned['type']} of {returned['sequence_length']} layers"
             hint = "Wrap the layers in a model: pass the list to tf.keras.Sequential()."
-        elif augmenter is None:
+        elif returned["none"]:
             found = "None"
             hint = "End the function with `return data_augmentation`."
-        elif callable(augmenter) and not isinstance(augmenter, keras.layers.Layer):
-            found = f"a function ({getattr(augmenter, '__name__', type(augmenter).__name__)})"
+        elif returned["callable"] and not returned["is_layer"]:
+            found = f"a function ({returned['name'] or returned['type']})"
             hint = "Return the tf.keras.Sequential model itself, not a function that uses it."
         else:
-            found = f"a {type(augmenter).__name__}"
+            found = f"a {returned['type']}"
             hint = "Build a tf.keras.Sequential model and add the two layers to it."
         tu.fail(ex, f"returned {found}; expected a tf.keras.Sequential model. {hint}")
+    augmenter = tu.rebuild_model(ex, record["model"], "the augmenter")
 
     expected = [("RandomFlip(mode='horizontal')",), ("RandomRotation(factor=0.2)",)]
     got = [(tu.describe(layer),) for layer in augmenter.layers]
@@ -197,16 +221,50 @@ def _layer_hint(index, expected, got_ops, got_kinds):
     return "Follow the order of the steps of Exercise 2."
 
 
-def alpaca_model_test(target, image_shape=IMG_SIZE, data_augmentation=None):
+def alpaca_model_test(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
     """Test Exercise 2: the layers, their output shapes and the ImageNet weights."""
+    check_alpaca_model(produce_alpaca_model(target, image_shape, augmenter), image_shape, augmenter)
+
+
+def frozen_base_test(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
+    """Test Exercise 2: the base model is frozen, called with training=False, and stays put."""
+    check_frozen_base(produce_alpaca_model(target, image_shape, augmenter), image_shape)
+
+
+def produce_alpaca_model(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
+    """Call your alpaca_model() with a fresh augmenter; record the model it returned."""
+    model, error = tu.call_learner(target, tuple(image_shape), tu.augmenter(augmenter))
+    if error:
+        return {"error": error}
+    record = {"returned": tu.returned_record(model)}
+    if isinstance(model, keras.Model):
+        record["model"] = tu.model_record(model)
+    return record
+
+
+def _rebuild_alpaca_model(ex, record):
+    if "error" in record:
+        tu.learner_error(ex, record["error"])
+    returned = record["returned"]
+    if not returned["is_model"]:
+        found = "None" if returned["none"] else f"a {returned['type']}"
+        tu.fail(
+            ex,
+            f"returned {found}; expected a tf.keras.Model. End with "
+            f"`return model`, where model = tf.keras.Model(inputs, outputs) (step 10).",
+        )
+    return tu.rebuild_model(ex, record["model"])
+
+
+def check_alpaca_model(record, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
+    """Judge the record of alpaca_model(): layers, output shapes, ImageNet weights."""
     ex = "alpaca_model"
     image_shape = tuple(image_shape)
-    if data_augmentation is None:
-        data_augmentation = _reference_augmenter()
-    model = tu.call_learner(ex, target, image_shape, data_augmentation)
+    model = _rebuild_alpaca_model(ex, record)
+    augmenter_name = augmenter["name"]
     base_model = _base_model(ex, model)
     ops = model.operations
-    expected = _expected_rows(image_shape, data_augmentation.name)
+    expected = _expected_rows(image_shape, augmenter_name)
     got_kinds = [type(op).__name__ for op in ops]
     got = [(type(op).__name__, tu.output_shape(op, model), tu.describe(op)) for op in ops]
 
@@ -274,14 +332,14 @@ def alpaca_model_test(target, image_shape=IMG_SIZE, data_augmentation=None):
             table,
         )
 
-    if ops[1] is not data_augmentation:
+    if ops[1].name != augmenter_name:
         tu.fail(
             ex,
             f"layer 1 is a Sequential named {ops[1].name!r}, not the data_augmentation "
-            f"passed to alpaca_model() (named {data_augmentation.name!r}). Apply the "
+            f"passed to alpaca_model() (named {augmenter_name!r}). Apply the "
             f"argument; do not create a new augmenter (step 4).",
         )
-    if ops[4] is not base_model:
+    if ops[4].name != base_model.name:
         tu.fail(ex, f"layer 4 is {ops[4].name!r}; expected the MobileNetV2 base model (step 6).")
 
     input_shape = image_shape + (3,)
@@ -310,11 +368,11 @@ def alpaca_model_test(target, image_shape=IMG_SIZE, data_augmentation=None):
     tu.passed(ex)
 
 
-def frozen_base_test(target, image_shape=IMG_SIZE):
-    """Test Exercise 2: the base model is frozen, called with training=False, and stays put."""
+def check_frozen_base(record, image_shape=IMG_SIZE):
+    """Judge the record of alpaca_model(): frozen base, training=False, one real training step."""
     ex = "alpaca_model (frozen base)"
     image_shape = tuple(image_shape)
-    model = tu.call_learner(ex, target, image_shape, _reference_augmenter())
+    model = _rebuild_alpaca_model(ex, record)
     base_model = _base_model(ex, model)
 
     if base_model.trainable:
@@ -388,14 +446,45 @@ def frozen_base_test(target, image_shape=IMG_SIZE):
 # --------------------------------------------------------------------------
 
 
-def _fine_tune(ex, target, fine_tune_at, base_learning_rate, image_shape=FINE_TUNE_IMAGE_SHAPE):
-    """Build a fresh frozen model and pass it to the learner's fine_tune()."""
-    model, base_model = tu.model_for_fine_tuning(image_shape, base_learning_rate)
+def fine_tune_test(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE):
+    """Test Exercise 3: which layers train, and what one training step really changes."""
+    record = produce_fine_tune(target, fine_tune_at, base_learning_rate)
+    check_fine_tune(record, fine_tune_at)
+
+
+def fine_tune_compile_test(
+    target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE
+):
+    """Test Exercise 3: the model is recompiled with Adam(base_learning_rate / 10)."""
+    record = produce_fine_tune(target, fine_tune_at, base_learning_rate)
+    check_fine_tune_compile(record, base_learning_rate)
+
+
+def produce_fine_tune(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE):
+    """Pass a fresh frozen model to your fine_tune(); record the model afterwards."""
+    model, _ = tu.model_for_fine_tuning(FINE_TUNE_IMAGE_SHAPE, base_learning_rate)
     optimizer = model.optimizer
-    returned = tu.call_learner(ex, target, model, fine_tune_at, base_learning_rate)
-    if returned is not model:
-        found = "None" if returned is None else f"a {type(returned).__name__}"
-        if not isinstance(returned, keras.Model):
+    returned, error = tu.call_learner(target, model, fine_tune_at, base_learning_rate)
+    if error:
+        return {"error": error}
+    compile_config = model.get_compile_config() if model.compiled else None
+    return {
+        "returned": tu.returned_record(returned),
+        "same_model": returned is model,
+        "new_optimizer": model.optimizer is not optimizer,
+        "model": tu.model_record(model),
+        "compile": json.loads(json.dumps(compile_config, default=str)),
+    }
+
+
+def _rebuild_fine_tuned(ex, record):
+    """Rebuild the model fine_tune() was given, as it left it."""
+    if "error" in record:
+        tu.learner_error(ex, record["error"])
+    if not record["same_model"]:
+        returned = record["returned"]
+        if not returned["is_model"]:
+            found = "None" if returned["none"] else f"a {returned['type']}"
             tu.fail(
                 ex,
                 f"returned {found}; expected the model passed in. End with "
@@ -406,13 +495,14 @@ def _fine_tune(ex, target, fine_tune_at, base_learning_rate, image_shape=FINE_TU
             "returned another model; expected the model passed in, changed and "
             "recompiled (step 4).",
         )
-    return model, base_model, optimizer
+    model = tu.rebuild_model(ex, record["model"])
+    return model, utils.get_base_model(model)
 
 
-def fine_tune_test(target, fine_tune_at=FINE_TUNE_AT):
-    """Test Exercise 3: which layers train, and what one training step really changes."""
+def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
+    """Judge the record of fine_tune(): trainable flags, then one real training step."""
     ex = "fine_tune"
-    model, base_model, _ = _fine_tune(ex, target, fine_tune_at, BASE_LEARNING_RATE)
+    model, base_model = _rebuild_fine_tuned(ex, record)
     layers = base_model.layers
 
     if not base_model.trainable:
@@ -479,6 +569,7 @@ def fine_tune_test(target, fine_tune_at=FINE_TUNE_AT):
         tu.fail(ex, f"{where} ({len(wrong)} layer(s) wrong in all). {hint}", table)
 
     # Behaviour: one real training step with the model as fine_tune() left it.
+    tu.compile_for_test(model)
     statistics = tu.moving_statistics(base_model)
     kernels = tu.kernels(base_model)
     tu.run_check(
@@ -513,23 +604,30 @@ def fine_tune_test(target, fine_tune_at=FINE_TUNE_AT):
     tu.passed(ex)
 
 
-def fine_tune_compile_test(target, base_learning_rate=BASE_LEARNING_RATE):
-    """Test Exercise 3: the model is recompiled with Adam(base_learning_rate / 10)."""
+def check_fine_tune_compile(record, base_learning_rate=BASE_LEARNING_RATE):
+    """Judge the record of fine_tune(): the optimizer, loss and metric it compiled with."""
     ex = "fine_tune (compile)"
-    model, _, old_optimizer = _fine_tune(ex, target, FINE_TUNE_AT, base_learning_rate)
-    optimizer = model.optimizer
+    _rebuild_fine_tuned(ex, record)
     expected_rate = base_learning_rate / 10
+    config = record["compile"] or {}
 
-    if optimizer is old_optimizer:
+    if not record["new_optimizer"]:
         tu.fail(
             ex,
             f"the model still has the optimizer it had before fine_tune() "
             f"(learning rate {base_learning_rate:g}); expected a new one. Compile the "
             f"model again after changing `trainable` (step 3).",
         )
-    if not isinstance(optimizer, keras.optimizers.Adam):
-        tu.fail(ex, f"the optimizer is {type(optimizer).__name__}; expected Adam (step 3).")
-    rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    optimizer = _compiled(config.get("optimizer"))
+    if optimizer["class_name"].lower() != "adam":
+        tu.fail(ex, f"the optimizer is {optimizer['class_name']}; expected Adam (step 3).")
+    rate = optimizer["config"].get("learning_rate", 0.001)  # "adam" alone has 0.001
+    if not isinstance(rate, (int, float)):
+        tu.fail(
+            ex,
+            "the learning rate is a schedule; expected the number "
+            f"base_learning_rate / 10 = {expected_rate:g} (step 3).",
+        )
     if not math.isclose(rate, expected_rate, rel_tol=LEARNING_RATE_RTOL):
         if math.isclose(rate, utils.BASE_LEARNING_RATE / 10, rel_tol=LEARNING_RATE_RTOL):
             hint = (
@@ -544,31 +642,63 @@ def fine_tune_compile_test(target, base_learning_rate=BASE_LEARNING_RATE):
             f"{expected_rate:g} (base_learning_rate={base_learning_rate:g}). {hint}",
         )
 
-    loss = model.loss
-    if isinstance(loss, str) or not isinstance(loss, keras.losses.BinaryCrossentropy):
-        name = loss if isinstance(loss, str) else type(loss).__name__
+    loss = _compiled(config.get("loss"))
+    if loss["class_name"] != "BinaryCrossentropy":
         tu.fail(
             ex,
-            f"the loss is {name!r}; expected "
+            f"the loss is {loss['class_name']!r}; expected "
             f"tf.keras.losses.BinaryCrossentropy(from_logits=True) (step 3).",
         )
-    if not loss.get_config().get("from_logits", False):
+    if not loss["config"].get("from_logits", False):
         tu.fail(
             ex,
             "the loss is BinaryCrossentropy with from_logits=False; expected "
             "from_logits=True: the model outputs logits, not probabilities (step 3).",
         )
 
-    metrics = model.get_compile_config().get("metrics") or []
-    names = []
-    for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
-        if isinstance(metric, str):
-            names.append(metric)
-        elif isinstance(metric, dict):
-            names.append(str(metric.get("config", {}).get("name", metric.get("class_name"))))
-        else:
-            names.append(str(getattr(metric, "name", metric)))
-    if not any(name.lower() in ACCURACY_NAMES for name in names):
-        found = ", ".join(repr(n) for n in names) or "none"
-        tu.fail(ex, f"the metrics are {found}; expected 'accuracy' (step 3).")
-    tu.passed(ex)
+    metrics = config.get("metrics") or []
+    metrics = [_compiled(m) for m in (metrics if isinstance(metrics, list) else [metrics])]
+    for metric in metrics:
+        if metric["class_name"] == "BinaryAccuracy" and metric["config"].get("threshold") == 0:
+            tu.passed(ex)
+            return
+    found = ", ".join(repr(m["text"]) for m in metrics) or "none"
+    if any(m["class_name"].lower() in ACCURACY_NAMES + ("binaryaccuracy",) for m in metrics):
+        tu.fail(
+            ex,
+            f"the metrics are {found}; expected tf.keras.metrics.BinaryAccuracy("
+            f"threshold=0.0, name='accuracy'). The model outputs a logit: plain "
+            f"'accuracy' says 'not alpaca' when the logit is above 0.5, that is a "
+            f"probability above 0.62, not 0.5. A logit above 0 is a probability above "
+            f"0.5 (step 3).",
+        )
+    tu.fail(
+        ex,
+        f"the metrics are {found}; expected "
+        f"tf.keras.metrics.BinaryAccuracy(threshold=0.0, name='accuracy') (step 3).",
+    )
+
+
+def _compiled(entry):
+    """Read one entry of a compile configuration: a name ("adam") or a Keras object's config."""
+    if isinstance(entry, dict):
+        config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+        name = str(entry.get("class_name", ""))
+        return {"class_name": name, "config": config, "text": config.get("name", name)}
+    name = str(entry)
+    known = {"adam": "Adam"}  # a loss given by name cannot say from_logits=True
+    return {"class_name": known.get(name.lower(), name), "config": {}, "text": name}
+
+
+# --------------------------------------------------------------------------
+# Every test, as its two halves
+# --------------------------------------------------------------------------
+
+# {test: (produce, check)}. A test's keyword arguments go to the half that takes them.
+TESTS = {
+    "data_augmenter_test": (produce_data_augmenter, check_data_augmenter),
+    "alpaca_model_test": (produce_alpaca_model, check_alpaca_model),
+    "frozen_base_test": (produce_alpaca_model, check_frozen_base),
+    "fine_tune_test": (produce_fine_tune, check_fine_tune),
+    "fine_tune_compile_test": (produce_fine_tune, check_fine_tune_compile),
+}

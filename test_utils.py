@@ -4,11 +4,18 @@ Learners see this file. It describes models in the learner's terms (layer types,
 names and output shapes), renders expected-vs-got tables, runs one training step
 on random data, and builds the small model the Exercise 3 tests fine-tune. It
 holds no exercise solution.
+
+Each public test has two halves. The first calls your function and writes down
+what came back as plain data: the model's configuration, its weights, its
+compile settings, or the error it raised. The second judges that record. The
+tests judge a copy of your model rebuilt from the record, so nothing a test does
+changes the models of your notebook.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import traceback
 
@@ -22,8 +29,9 @@ PREPROCESS_OPS = ("TrueDivide", "Subtract")
 FIT_BATCH = 2
 # Rows shown around the first differing row of a long table.
 TABLE_WINDOW = 3
-
-
+# The longest error message and traceback of your code kept in a record.
+MAX_MESSAGE = 300
+MAX_TRACEBACK_LINES = 40
 # --------------------------------------------------------------------------
 # Describing models in the learner's terms
 # --------------------------------------------------------------------------
@@ -167,12 +175,46 @@ def first_difference(expected, got, same=None):
     return None
 
 
-def fail(exercise, message, table=None):
-    """Raise the AssertionError every public test raises: one message, one style."""
+class TestFailed(AssertionError):
+    """A public test that failed. Jupyter shows its message first, and only its message.
+
+    The code of the tests is not what you need to read, so it is left out. To see
+    the full traceback, run ``%xmode Verbose`` and run the cell again.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, message, detail=None):
+        super().__init__(message)
+        self.detail = detail  # the traceback of your code, as text, when your code raised
+
+    def _render_traceback_(self):
+        """What IPython shows for this error (it calls this method when it exists)."""
+        red, plain = "\x1b[0;31m", "\x1b[0m"
+        try:
+            shell = get_ipython()  # noqa: F821 -- defined inside IPython only
+            if shell.InteractiveTB.mode == "Verbose":
+                lines = shell.InteractiveTB.structured_traceback(
+                    type(self), self, self.__traceback__
+                )
+                return lines + ([self.detail] if self.detail else [])
+        except Exception:  # noqa: BLE001 -- outside IPython, or an older IPython
+            pass
+        first, *rest = str(self).split("\n")
+        return [
+            f"{red}{type(self).__name__}{plain}: {first}",
+            *rest,
+            "",
+            "(Run %xmode Verbose, then this cell again, to see the full traceback.)",
+        ]
+
+
+def fail(exercise, message, table=None, detail=None):
+    """Raise the error every public test raises: one message, one style."""
     text = f"{exercise}: {message}"
     if table:
         text += "\n\n" + table
-    raise AssertionError(text)
+    raise TestFailed(text, detail)
 
 
 def passed(exercise):
@@ -196,64 +238,199 @@ def comparator(learned, expected):
     print("All tests passed!")
 
 
-def _keras_frame(error, module):
-    """True when the traceback of ``error`` goes through Keras's ``module``."""
-    return any(module in frame.filename for frame in traceback.extract_tb(error.__traceback__))
+# --------------------------------------------------------------------------
+# Calling your function, and writing down what came back
+# --------------------------------------------------------------------------
 
 
-def call_learner(exercise, function, *args, **kwargs):
-    """Call the learner's function, turning any exception into a readable AssertionError."""
+def _is_your_code(filename):
+    """True for a frame of the notebook, not of Python, Keras or these test files."""
+    name = filename.replace("\\", "/")
+    library = ("site-packages/", "dist-packages/", "/lib/python3", "<frozen ")
+    tests = ("/public_tests.py", "/test_utils.py", "/utils.py")
+    return not any(part in name for part in library) and not name.endswith(tests)
+
+
+def error_record(error):
+    """Describe an exception of your code as plain data."""
+    frames = traceback.extract_tb(error.__traceback__)[1:]  # drop call_learner's own frame
+    yours = [frame for frame in frames if _is_your_code(frame.filename)]
+    lines = (str(error).strip().splitlines() or [""])[0]
+    if len(lines) > MAX_MESSAGE:
+        lines = lines[:MAX_MESSAGE] + " ..."
+    detail = "".join(
+        traceback.format_list(frames) + traceback.format_exception_only(type(error), error)
+    ).splitlines()
+    return {
+        "type": type(error).__name__,
+        "message": lines,
+        "not_implemented": isinstance(error, NotImplementedError),
+        "line": yours[-1].lineno if yours else None,
+        "code": (yours[-1].line or "").strip() if yours else None,
+        "in_mobilenet": any("applications/mobilenet_v2" in f.filename for f in frames),
+        "traceback": "\n".join(detail[-MAX_TRACEBACK_LINES:]),
+    }
+
+
+def call_learner(function, *args):
+    """Call your function. Return ``(what it returned, None)`` or ``(None, error record)``."""
     if not callable(function):
+        return None, {"type": "not callable", "found": type(function).__name__}
+    try:
+        return function(*args), None
+    except Exception as error:  # noqa: BLE001 -- every error of your code is reported
+        return None, error_record(error)
+
+
+def returned_record(value):
+    """Describe what your function returned, in a few plain words and numbers."""
+    import keras
+
+    return {
+        "type": type(value).__name__,
+        "none": value is None,
+        "sequence_length": len(value) if isinstance(value, (list, tuple)) else None,
+        "is_layer": isinstance(value, keras.layers.Layer),
+        "is_model": isinstance(value, keras.Model),
+        "is_sequential": isinstance(value, keras.Sequential),
+        "callable": callable(value),
+        "name": getattr(value, "__name__", None),
+    }
+
+
+def layers_in_order(model):
+    """Every layer of ``model``, depth first, each container before its own layers."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        found.append(layer)
+        found.extend(layers_in_order(layer))
+    return found
+
+
+def model_record(model):
+    """Write down a model as plain data: its configuration, weights and trainable flags."""
+    try:
+        config = model.to_json()
+    except Exception as error:  # noqa: BLE001 -- reported to the learner by the check
+        return {"error": error_record(error)}
+    return {
+        "config": config,
+        "weights": [np.asarray(w) for w in model.get_weights()],
+        "trainable": [bool(model.trainable)]
+        + [bool(layer.trainable) for layer in layers_in_order(model)],
+    }
+
+
+def _keras_only(config):
+    """Return the first class of ``config`` that is not a Keras built-in, or None."""
+    if isinstance(config, dict):
+        module = config.get("module")
+        if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+            return f"{module}.{config.get('class_name')}"
+        if config.get("class_name") in ("Lambda", "__lambda__"):
+            return "Lambda"
+        children = config.values()
+    elif isinstance(config, list):
+        children = config
+    else:
+        return None
+    for child in children:
+        found = _keras_only(child)
+        if found:
+            return found
+    return None
+
+
+def rebuild_model(exercise, record, what="the model"):
+    """Rebuild a model from its record (Keras's safe mode: no code is loaded from it)."""
+    import keras
+
+    if "error" in record:
+        error = record["error"]
         fail(
             exercise,
-            f"expected the function {exercise}, got {type(function).__name__}. "
-            f"Pass the function itself, without calling it.",
+            f"{what} cannot be saved by Keras (model.to_json() raised {error['type']}: "
+            f"{error['message']}). Build it only from Keras layers, as the instructions do.",
         )
     try:
-        return function(*args, **kwargs)
-    except NotImplementedError as error:
-        raise AssertionError(
-            f"{exercise}: the function still raises NotImplementedError. Replace the "
-            f"`raise NotImplementedError()` line with your code."
-        ) from error
-    except Exception as error:
-        text = str(error).strip().splitlines()
-        text = text[0] if text else ""
-        if len(text) > 300:
-            text = text[:300] + " ..."
-        hint = "Read the error, fix the line it points to, and run the cell again."
-        if "Layer count mismatch" in text:
-            hint = (
-                "The weights file BASE_WEIGHTS has no ImageNet classifier: create "
-                "MobileNetV2() with include_top=False (step 1)."
-            )
-        elif "mobilenetv2" in text and "incompatible" in text:
-            hint = (
-                "The base model was built for another image size than the inputs: pass "
-                "input_shape=input_shape to MobileNetV2() (step 1)."
-            )
-        elif _keras_frame(error, "applications/mobilenet_v2"):
-            hint = (
-                "The error comes from tf.keras.applications.MobileNetV2(): check its "
-                "arguments against step 1 of the exercise."
-            )
-        raise AssertionError(
-            f"{exercise}: your code raised {type(error).__name__}: {text}\n{hint}"
-        ) from error
+        config = json.loads(record["config"])
+        foreign = _keras_only(config)
+        if foreign:
+            raise ValueError(f"{foreign} is not a Keras built-in layer")
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        model.set_weights(list(record["weights"]))
+        flags = record["trainable"]
+        layers = layers_in_order(model)
+        if len(flags) != len(layers) + 1:
+            raise ValueError(f"{len(flags)} trainable flags for {len(layers) + 1} layers")
+        model.trainable = flags[0]
+        for layer, flag in zip(layers, flags[1:]):
+            layer.trainable = flag
+    except Exception as error:  # noqa: BLE001 -- any damaged record
+        text = (str(error).strip().splitlines() or [""])[0][:MAX_MESSAGE]
+        fail(
+            exercise,
+            f"{what} could not be rebuilt from its configuration ({type(error).__name__}: "
+            f"{text}). Build it only from Keras layers, as the instructions do.",
+        )
+    return model
+
+
+def learner_error(exercise, error):
+    """Fail with a readable message for an error record of your code."""
+    if error["type"] == "not callable":
+        fail(
+            exercise,
+            f"expected the function {exercise.split()[0]}, got {error['found']}. "
+            f"Pass the function itself, without calling it.",
+        )
+    where = ""
+    if error.get("line") is not None:
+        code = f": {error['code']}" if error.get("code") else "."
+        where = f"\nIt happened at line {error['line']} of your code{code}"
+    if error["not_implemented"]:
+        fail(
+            exercise,
+            "the function still raises NotImplementedError. Replace the "
+            "`raise NotImplementedError()` line with your code.",
+        )
+    text = error["message"]
+    hint = "Read the error, fix the line it points to, and run the cell again."
+    if "Layer count mismatch" in text:
+        hint = (
+            "The weights file BASE_WEIGHTS has no ImageNet classifier: create "
+            "MobileNetV2() with include_top=False (step 1)."
+        )
+    elif "mobilenetv2" in text and "incompatible" in text:
+        hint = (
+            "The base model was built for another image size than the inputs: pass "
+            "input_shape=input_shape to MobileNetV2() (step 1)."
+        )
+    elif error.get("in_mobilenet"):
+        hint = (
+            "The error comes from tf.keras.applications.MobileNetV2(): check its "
+            "arguments against step 1 of the exercise."
+        )
+    fail(
+        exercise,
+        f"your code raised {error['type']}: {text}{where}\n{hint}",
+        detail=error.get("traceback"),
+    )
 
 
 def run_check(exercise, what, function, *args, **kwargs):
-    """Run a step of a test on the learner's model; a crash becomes an AssertionError."""
+    """Run a step of a test on your model; a crash becomes a readable failure."""
     try:
         return function(*args, **kwargs)
     except AssertionError:
         raise
-    except Exception as error:
-        text = (str(error).strip().splitlines() or [""])[0][:300]
-        raise AssertionError(
-            f"{exercise}: {what} failed with {type(error).__name__}: {text}\n"
-            f"Fix the layers first: the tests above this one in the message list them."
-        ) from error
+    except Exception as error:  # noqa: BLE001 -- reported to the learner
+        text = (str(error).strip().splitlines() or [""])[0][:MAX_MESSAGE]
+        fail(
+            exercise,
+            f"{what} failed with {type(error).__name__}: {text}\n"
+            f"Fix the layers first: the tests above this one in the message list them.",
+        )
 
 
 # --------------------------------------------------------------------------
@@ -354,7 +531,7 @@ def compile_for_test(model, learning_rate=utils.BASE_LEARNING_RATE):
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        metrics=[keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],
         run_eagerly=True,
     )
     return model
@@ -385,6 +562,14 @@ def model_for_fine_tuning(image_shape=(96, 96), base_learning_rate=utils.BASE_LE
     compile_for_test(model, base_learning_rate)
     model.run_eagerly = False
     return model, base_model
+
+
+def augmenter(spec):
+    """Build a fresh augmenter from ``{"name": ..., "layers": [[class name, config], ...]}``."""
+    import keras
+
+    layers = [getattr(keras.layers, kind)(**config) for kind, config in spec["layers"]]
+    return keras.Sequential(layers, name=spec["name"])
 
 
 def base_feature_size(size):

@@ -13,17 +13,18 @@ c = get_config()  # noqa: F821 -- injected by nbgrader
 # file into its temporary course copies.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import grader.config as grader_config  # noqa: E402
+import grader.course as course  # noqa: E402
 
 c.CourseDirectory.course_id = "transfer-learning-mobilenet"
 c.CourseDirectory.root = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-c.CourseDirectory.db_assignments = [dict(name=grader_config.ASSIGNMENT)]
+c.CourseDirectory.db_assignments = [dict(name=course.ASSIGNMENT)]
 # The master is written as a jupytext script; only the notebook made from it is released.
 c.CourseDirectory.ignore = [
     ".ipynb_checkpoints",
     "*.pyc",
     "__pycache__",
     "feedback",
-    f"{grader_config.ASSIGNMENT}.py",
+    f"{course.ASSIGNMENT}.py",
 ]
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 

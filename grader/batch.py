@@ -39,7 +39,8 @@ import nbformat
 import psutil
 
 from . import submissions
-from .config import ASSIGNMENT, CELL_TIMEOUT, MEMORY_LIMIT_MB, NOTEBOOK, SUBMISSION_TIMEOUT
+from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .course import ASSIGNMENT, NOTEBOOK
 
 BIN = pathlib.Path(sys.executable).parent
 

@@ -1,7 +1,4 @@
-"""Constants shared by the course's nbgrader_config.py, the batch grader and its tests."""
-
-ASSIGNMENT = "Transfer_learning_with_MobileNet"
-NOTEBOOK = ASSIGNMENT  # the one notebook of the assignment, without .ipynb
+"""Grading settings shared by the course's nbgrader_config.py, the batch grader and its tests."""
 
 # Seconds one cell may run before nbgrader interrupts it (Execute.timeout).
 CELL_TIMEOUT = 300
@@ -10,8 +7,6 @@ SUBMISSION_TIMEOUT = 900
 # Resident memory (MiB) of one grading process tree before the batch grader kills it.
 MEMORY_LIMIT_MB = 6144
 
-HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
-HIDDEN_END = "### END HIDDEN TESTS"
 
 # One stderr line that says nothing about the submission:
 # - glog/absl lines from TensorFlow's C++ code: "I0000 00:00:1732... 123 port.cc:153] ...";

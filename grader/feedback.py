@@ -14,7 +14,7 @@ import re
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 
-from .config import HIDDEN_BEGIN, HIDDEN_END
+from .course import HIDDEN_BEGIN, HIDDEN_END
 
 PLACEHOLDER = "# Hidden tests ran here. Their code is not shown; their messages are below."
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

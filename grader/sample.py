@@ -14,7 +14,7 @@ import sys
 
 import nbformat
 
-from .config import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
+from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # The master notebook is made from the master script by tools/build.py, as for the release.

@@ -23,7 +23,7 @@ import zipfile
 
 import nbformat
 
-from .config import ASSIGNMENT, NOTEBOOK
+from .course import ASSIGNMENT, NOTEBOOK
 
 _SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import build
 import master
+from grader import plan
 
 SOLUTION_BLOCK = re.compile(
     r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n", re.S | re.M
@@ -99,6 +101,7 @@ AUG_BLOCK = (
     f"    data_augmentation.add({ROTATE})\n"
 )
 BASE_CALL = "x = base_model(x, training=False)"
+METRIC_LINE = '        metrics=[tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")],\n'
 COMPILE = re.compile(r"\n    model\.compile\(.*?\n    \)\n", re.S)
 FT_LOOP = (
     "    for index, layer in enumerate(base_model.layers):\n"
@@ -394,9 +397,23 @@ MISTAKES = [
     mistake(
         "metric-missing",
         "fine_tune",
-        [('        metrics=["accuracy"],\n', "")],
+        [(METRIC_LINE, "")],
         "fine_tune_compile_test",
-        "expected 'accuracy'",
+        "the metrics are none; expected tf.keras.metrics.BinaryAccuracy(threshold=0.0",
+    ),
+    mistake(
+        "accuracy-string",
+        "fine_tune",
+        [(METRIC_LINE, '        metrics=["accuracy"],\n')],
+        "fine_tune_compile_test",
+        "a probability above 0.62, not 0.5",
+    ),
+    mistake(
+        "accuracy-default-threshold",
+        "fine_tune",
+        [("BinaryAccuracy(threshold=0.0, ", "BinaryAccuracy(")],
+        "fine_tune_compile_test",
+        "plain 'accuracy' says 'not alpaca' when the logit is above 0.5",
     ),
     mistake(
         "sgd",
@@ -525,13 +542,13 @@ CORRECT = [
         ],
     ),
     correct(
-        "keras-and-string-metric",
+        "keras-not-tf-keras",
         "fine_tune",
         [
             IMPORT_KERAS,
             ("tf.keras.optimizers.Adam", "keras.optimizers.Adam"),
             ("tf.keras.losses.BinaryCrossentropy", "keras.losses.BinaryCrossentropy"),
-            ('metrics=["accuracy"]', "metrics=[keras.metrics.BinaryAccuracy()]"),
+            ("tf.keras.metrics.BinaryAccuracy(", "keras.metrics.BinaryAccuracy("),
         ],
     ),
     # On Keras 3, compile() keeps no list of trainable weights: the optimizer and the
@@ -557,36 +574,20 @@ CORRECT = [
     ),
 ]
 
-# The public tests of each exercise, with the hidden-test arguments.
-PUBLIC_CALLS = {
-    "data_augmenter": [
-        ("data_augmenter_test", {}),
-        ("data_augmenter_test", {"image_shape": (96, 128)}),
-    ],
-    "alpaca_model": [
-        ("alpaca_model_test", {}),
-        ("alpaca_model_test", {"image_shape": (128, 128), "data_augmentation": "hidden"}),
-        ("frozen_base_test", {}),
-        ("frozen_base_test", {"image_shape": (128, 128)}),
-    ],
-    "fine_tune": [
-        ("fine_tune_test", {}),
-        ("fine_tune_test", {"fine_tune_at": 100}),
-        ("fine_tune_compile_test", {}),
-        ("fine_tune_compile_test", {"base_learning_rate": 0.01}),
-    ],
-}
+
+def _public_calls():
+    """{exercise: [(test, kwargs)]}: every call of the master's test cells, hidden ones too."""
+    calls = {name: [] for name in FUNCTIONS}
+    for step in plan.steps(build.master_notebook()):
+        for call in step.calls:
+            calls[call.target].append((call.test, call.kwargs))
+    return calls
 
 
-def hidden_augmenter():
-    import tensorflow as tf
-
-    return tf.keras.Sequential([tf.keras.layers.RandomContrast(0.1)], name="hidden_augmenter")
+# The public tests of each exercise, with the hidden-test arguments, as the master has them.
+PUBLIC_CALLS = _public_calls()
 
 
 def call_kwargs(kwargs):
-    """Turn a PUBLIC_CALLS entry into real keyword arguments."""
-    kwargs = dict(kwargs)
-    if kwargs.get("data_augmentation") == "hidden":
-        kwargs["data_augmentation"] = hidden_augmenter()
-    return kwargs
+    """Turn a PUBLIC_CALLS entry into keyword arguments (they are literals already)."""
+    return dict(kwargs)

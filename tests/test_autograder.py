@@ -26,7 +26,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 import build
 from grader import batch, sample, submissions
-from grader.config import ASSIGNMENT, NOTEBOOK
+from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

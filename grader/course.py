@@ -1,0 +1,77 @@
+"""The nbgrader vocabulary of the course, in one place.
+
+The assignment and notebook names, the grade ids of the cells grading runs, the
+hidden-test markers, where nbgrader keeps things, and how to run nbgrader.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+ASSIGNMENT = "Transfer_learning_with_MobileNet"
+NOTEBOOK = ASSIGNMENT  # the one notebook of the assignment, without .ipynb
+
+# The locked cells that answers may rely on: grading runs them, and the answer
+# cells, and nothing else of the lesson.
+SETUP_CELLS = ("setup",)
+
+HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+HIDDEN_END = "### END HIDDEN TESTS"
+SOLUTION_BEGIN = "### BEGIN SOLUTION"
+SOLUTION_END = "### END SOLUTION"
+
+BIN = pathlib.Path(sys.executable).parent
+
+
+def nbgrader_meta(cell) -> dict:
+    """Return a cell's nbgrader metadata ({} for a cell nbgrader does not know)."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def grade_id(cell) -> str | None:
+    return nbgrader_meta(cell).get("grade_id")
+
+
+def release_notebook_path(course: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(course) / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+
+
+def source_folder(course: pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(course) / "source" / ASSIGNMENT
+
+
+def db_url(course: pathlib.Path) -> str:
+    return f"sqlite:///{pathlib.Path(course) / 'gradebook.db'}"
+
+
+def grade_cells(notebook) -> list[tuple[str, float]]:
+    """Return ``[(grade_id, max points)]`` of the graded cells, in notebook order."""
+    cells = []
+    for cell in notebook.cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("grade"):
+            cells.append((meta["grade_id"], float(meta["points"])))
+    return cells
+
+
+def nbgrader(args, cwd, log=None, timeout=600, env=None):
+    """Run an nbgrader command in ``cwd``; return the CompletedProcess."""
+    env = dict(env or os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls alembic
+    result = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"$ nbgrader {' '.join(args)}\n{result.stdout}\n")
+    return result

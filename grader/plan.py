@@ -1,0 +1,115 @@
+"""What grading runs: the notebook's set-up and answer cells, and each test cell's calls.
+
+Grading never runs a test cell's code. A test cell holds calls of the public
+tests, visible ones and hidden ones:
+
+    public_tests.alpaca_model_test(alpaca_model)
+    ### BEGIN HIDDEN TESTS
+    public_tests.alpaca_model_test(alpaca_model, image_shape=(128, 128))
+    ### END HIDDEN TESTS
+
+`test_calls()` reads them as data: the test's name, the learner's function it
+tests, and literal keyword arguments. Any other statement in a test cell is an
+error of the course, reported at once. `steps()` turns a notebook into the list of
+what the student's sandbox runs, in notebook order, so that a crash keeps the
+points of the exercises before it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+from .course import HIDDEN_BEGIN, HIDDEN_END, SETUP_CELLS, nbgrader_meta
+
+TESTS_MODULE = "public_tests"
+
+
+@dataclasses.dataclass(frozen=True)
+class TestCall:
+    test: str  # a public test, e.g. "alpaca_model_test"
+    target: str  # the learner's function it is given, e.g. "alpaca_model"
+    kwargs: dict  # literal keyword arguments (the hidden inputs, for a hidden call)
+    hidden: bool
+
+    __test__ = False  # not a pytest test class
+
+    def as_data(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    grade_id: str
+    source: str | None  # the code to run (set-up and answer cells); None for a test cell
+    calls: tuple[TestCall, ...] = ()  # the calls of a test cell
+
+    @property
+    def is_test(self) -> bool:
+        return self.source is None
+
+
+def _split_hidden(source: str) -> tuple[str, str]:
+    visible, hidden, inside = [], [], False
+    for line in source.splitlines():
+        marker = line.strip()
+        if marker.startswith(HIDDEN_BEGIN):
+            inside = True
+        elif marker.startswith(HIDDEN_END):
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+    return "\n".join(visible), "\n".join(hidden)
+
+
+def _call(statement: ast.stmt, hidden: bool) -> TestCall:
+    call = statement.value if isinstance(statement, ast.Expr) else None
+    if (
+        not isinstance(call, ast.Call)
+        or not isinstance(call.func, ast.Attribute)
+        or not isinstance(call.func.value, ast.Name)
+        or call.func.value.id != TESTS_MODULE
+        or len(call.args) != 1
+        or not isinstance(call.args[0], ast.Name)
+        or any(keyword.arg is None for keyword in call.keywords)
+    ):
+        raise ValueError(
+            f"a test cell may only call public tests, as "
+            f"`{TESTS_MODULE}.<test>(<function>, name=literal, ...)`; found: "
+            f"{ast.unparse(statement)}"
+        )
+    kwargs = {}
+    for keyword in call.keywords:
+        try:
+            kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+        except ValueError:
+            raise ValueError(
+                f"the argument {keyword.arg}= of a test call must be a literal "
+                f"(numbers, strings, tuples, lists, dicts); found: {ast.unparse(keyword.value)}"
+            ) from None
+    return TestCall(call.func.attr, call.args[0].id, kwargs, hidden)
+
+
+def test_calls(source: str) -> list[TestCall]:
+    """Return the calls of a test cell: the visible ones, then the hidden ones."""
+    visible, hidden = _split_hidden(source)
+    calls = [_call(s, False) for s in ast.parse(visible).body]
+    calls += [_call(s, True) for s in ast.parse(hidden).body]
+    if not calls:
+        raise ValueError("a test cell calls no public test")
+    return calls
+
+
+def steps(notebook) -> list[Step]:
+    """Return what grading runs, in notebook order: set-up, answer and test cells."""
+    found = []
+    for cell in notebook.cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type != "code" or not meta.get("grade_id"):
+            continue
+        grade_id = meta["grade_id"]
+        if meta.get("grade") and not meta.get("solution"):
+            found.append(Step(grade_id, None, tuple(test_calls(cell.source))))
+        elif meta.get("solution") or grade_id in SETUP_CELLS:
+            found.append(Step(grade_id, cell.source))
+    return found
