@@ -250,14 +250,19 @@ def load_datasets(directory=None, image_size=IMG_SIZE, batch_size=BATCH_SIZE):
             verbose=False,
         )
         class_names = dataset.class_names
+        count = len(dataset.file_paths)
         if autograding():
             dataset = dataset.take(AUTOGRADE_BATCHES)
+            count = min(count, AUTOGRADE_BATCHES * batch_size)
         if subset == "training":
             dataset = (
                 dataset.unbatch()
                 .cache()
                 .shuffle(1000, seed=SEED, reshuffle_each_iteration=True)
                 .batch(batch_size)
+                # unbatch() hides the number of batches; without it, fit() shows
+                # "Unknown" steps and warns that the data ran out at the first epoch.
+                .apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
             )
         else:
             dataset = dataset.cache()

@@ -1,6 +1,8 @@
 """The solution notebook, executed end to end in a real kernel on the real data and weights."""
 
 import json
+import os
+import re
 
 import nbformat
 import pytest
@@ -11,14 +13,20 @@ import run_notebook
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    metrics = run_notebook.run(out, timeout=900)
+    # The kernel starts as on a learner's machine, without the tests' TF_CPP_MIN_LOG_LEVEL.
+    level = os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    try:
+        metrics = run_notebook.run(out, timeout=900)
+    finally:
+        if level is not None:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
     notebook = nbformat.read(out / "Transfer_learning_with_MobileNet.executed.ipynb", as_version=4)
     return out, metrics, notebook
 
 
 @pytest.mark.slow
 def test_solution_reaches_the_accuracy_band(executed):
-    """Does fine-tuning reach at least 0.85 validation accuracy (measured: 0.91-0.92)?"""
+    """Does fine-tuning reach at least 0.85 validation accuracy (measured: 0.89-0.94)?"""
     _, metrics, _ = executed
     assert metrics["epochs"] == 10
     assert 0.60 <= metrics["val_accuracy_frozen"] <= 1.0, metrics["val_accuracy_frozen"]
@@ -46,3 +54,36 @@ def test_report_is_written(executed):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["val_accuracy_fine_tuned"] == metrics["val_accuracy_fine_tuned"]
     assert {c["cell"] for c in saved["cells"]} >= {"train_frozen", "train_fine_tune"}
+
+
+@pytest.mark.slow
+def test_fit_accuracy_is_the_accuracy_of_the_predictions(executed):
+    """Does fit()'s final val_accuracy equal predict()'s accuracy read at probability 0.5?"""
+    _, metrics, _ = executed
+    # With 65 validation photos one photo is 0.015: any disagreement is a whole photo.
+    assert abs(metrics["val_accuracy_fine_tuned"] - metrics["predict_val_accuracy"]) < 1e-6, (
+        metrics["val_accuracy_fine_tuned"],
+        metrics["predict_val_accuracy"],
+    )
+
+
+@pytest.mark.slow
+def test_setup_cell_writes_nothing_to_stderr(executed):
+    """Does the set-up cell run without a word on stderr (no absl or oneDNN notes)?"""
+    _, _, notebook = executed
+    setup = next(
+        c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "setup"
+    )
+    assert "TensorFlow 2." in "".join(o.get("text", "") for o in setup.outputs)
+    stderr = [o.text for o in setup.outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, stderr
+
+
+@pytest.mark.slow
+def test_report_is_readable(executed):
+    """Does report.html show Keras's progress bars as text, with no control characters?"""
+    out, _, _ = executed
+    html = (out / "report.html").read_text(encoding="utf-8")
+    controls = sorted(set(re.findall(r"[\x00-\x08\x0b-\x1f]", html)))
+    assert not controls, f"control characters in the report: {controls}"
+    assert "Epoch 10/10" in html and "val_accuracy" in html

@@ -1,11 +1,14 @@
 """One source of truth: the learner notebook is generated from the master and holds no solution."""
 
+import ast
 import re
 import subprocess
 import sys
+import textwrap
 
 import jupytext
 import nbformat
+import pytest
 
 import build
 
@@ -88,3 +91,136 @@ def test_master_script_round_trips():
     assert len(graded) == len(headers) > 0
     points = {m["grade_id"]: m.get("points") for m in graded if m["grade"]}
     assert sum(points.values()) == 13, points
+
+
+# --------------------------------------------------------------------------
+# The release is for learners only
+# --------------------------------------------------------------------------
+
+
+def hidden_blocks() -> list[str]:
+    """Return the code between each `### BEGIN HIDDEN TESTS` / `### END HIDDEN TESTS` of the master."""
+    blocks = re.findall(
+        r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n(.*?)^[ \t]*### END HIDDEN TESTS",
+        build.MASTER_SCRIPT.read_text(encoding="utf-8"),
+        re.M | re.S,
+    )
+    assert blocks, "the master lost its hidden tests"
+    return [textwrap.dedent(block) for block in blocks]
+
+
+def visible_master_text() -> str:
+    """Return the master script without its hidden blocks: what learners may legitimately see."""
+    return re.sub(
+        r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS",
+        "",
+        build.MASTER_SCRIPT.read_text(encoding="utf-8"),
+        flags=re.S,
+    )
+
+
+def hidden_inputs() -> dict[str, re.Pattern]:
+    """Return ``{description: pattern}`` for every input the hidden tests pass to a call.
+
+    Read from the master's hidden blocks, whatever form the calls take: tuples of
+    numbers (image sizes), numbers given by keyword (`fine_tune_at=100`), strings and
+    class names (`"RandomContrast"`, `tfl.RandomContrast`) that the visible master
+    never uses.
+    """
+    visible = set(re.findall(r"\w+", visible_master_text()))
+    found: dict[str, re.Pattern] = {}
+
+    def number(value) -> str:
+        return rf"(?<![\w.]){re.escape(repr(value))}(?![\w]|\.\d)"
+
+    def collect(node, keyword=None):
+        if isinstance(node, ast.Tuple) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, int | float) for e in node.elts
+        ):
+            numbers = [e.value for e in node.elts]
+            if len(numbers) == 2:  # an image size: (96, 128), 96x128, 96 x 128
+                a, b = (re.escape(repr(n)) for n in numbers)
+                found[f"size {tuple(numbers)}"] = re.compile(rf"(?<!\d){a}\s*(?:,|x|×)\s*{b}(?!\d)")
+            return
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str) and node.value not in visible:
+                found[repr(node.value)] = re.compile(rf"\b{re.escape(node.value)}\b")
+            elif (
+                isinstance(node.value, int | float) and not isinstance(node.value, bool) and keyword
+            ):
+                # The keyword near its value: "fine_tune_at=100", "`fine_tune_at` (100)".
+                name = r"[_ ]".join(re.escape(part) for part in keyword.split("_"))
+                found[f"{keyword}={node.value!r}"] = re.compile(
+                    rf"{name}\W{{0,12}}{number(node.value)}", re.I
+                )
+            return
+        if isinstance(node, ast.Dict):  # {"factor": 0.1}: each value under its key
+            for key, value in zip(node.keys, node.values):
+                name = key.value if isinstance(key, ast.Constant) else None
+                collect(value, name if isinstance(name, str) else keyword)
+            return
+        if isinstance(node, ast.Attribute) and node.attr[:1].isupper() and node.attr not in visible:
+            found[node.attr] = re.compile(rf"\b{re.escape(node.attr)}\b")
+        for field, child in ast.iter_fields(node):
+            children = child if isinstance(child, list) else [child]
+            for item in children:
+                if isinstance(item, ast.keyword):
+                    collect(item.value, item.arg)
+                elif isinstance(item, ast.AST):
+                    collect(item, keyword if field != "func" else None)
+
+    for block in hidden_blocks():
+        for call in (n for n in ast.walk(ast.parse(block)) if isinstance(n, ast.Call)):
+            for argument in call.args:
+                collect(argument)
+            for keyword in call.keywords:
+                collect(keyword.value, keyword.arg)
+    return found
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """Return ``{relative path: text}`` of every file of a fresh release."""
+    course = build.copy_course(tmp_path_factory.mktemp("course") / "course")
+    build.build(course, course / "source" / build.ASSIGNMENT / build.MASTER_NOTEBOOK.name)
+    folder = course / "release" / build.ASSIGNMENT
+    return {
+        path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8", errors="replace")
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix != ".png"
+    }
+
+
+def test_hidden_inputs_are_read_from_the_master():
+    """Does the release test find the hidden tests' inputs (sizes, keyword values, layers)?"""
+    inputs = hidden_inputs()
+    assert any(key.startswith("size") for key in inputs), inputs
+    assert any("=" in key for key in inputs), inputs
+    assert len(inputs) >= 4, inputs
+
+
+def test_no_released_file_mentions_a_hidden_input(release):
+    """Does every released file keep quiet about the inputs of the hidden tests?"""
+    leaks = [
+        f"{name}: {description} ({pattern.search(text).group(0)!r})"
+        for name, text in release.items()
+        for description, pattern in hidden_inputs().items()
+        if pattern.search(text)
+    ]
+    assert not leaks, leaks
+
+
+def test_no_released_file_holds_instructor_documentation(release):
+    """Is the released README the learner's, with no section of the instructors' README?"""
+    assert release["README.md"] == (build.ROOT / "LEARNER_README.md").read_text(encoding="utf-8")
+    readme = (build.ROOT / "README.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^#{2,4} +(.+?)\s*$", readme, re.M)
+    assert "For instructors" in sections and "For developers" in sections, sections
+    phrases = [*sections, "Known limits", "grader.batch", "formgrader", "gradebook"]
+    found = [
+        f"{name}: {phrase!r}"
+        for name, text in release.items()
+        for phrase in phrases
+        if phrase.lower() in text.lower()
+    ]
+    assert not found, found

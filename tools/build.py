@@ -35,8 +35,9 @@ MASTER_SCRIPT = SOURCE / f"{ASSIGNMENT}.py"
 MASTER_NOTEBOOK = SOURCE / f"{ASSIGNMENT}.ipynb"
 LEARNER_NOTEBOOK = ROOT / f"{ASSIGNMENT}.ipynb"
 
-# Files at the top level that the learner gets besides the notebook. Everything in
-# images/ is added to these.
+# Files that the learner gets besides the notebook, as named in the release. Each is
+# the file of the same path at the top level of the repository, except those in
+# RENAMED. Everything in images/ is added to these.
 LEARNER_FILES = [
     "utils.py",
     "test_utils.py",
@@ -44,7 +45,11 @@ LEARNER_FILES = [
     "requirements.txt",
     "README.md",
     "dataset/README.md",
+    "docs/trainable-vs-training.md",
 ]
+# The learner's README is LEARNER_README.md in the repository, whose own README.md
+# is for instructors and developers.
+RENAMED = {"README.md": "LEARNER_README.md"}
 
 
 def learner_files() -> list[str]:
@@ -53,6 +58,11 @@ def learner_files() -> list[str]:
         f"images/{p.name}" for p in (ROOT / "images").iterdir() if p.is_file() and p.suffix != ".md"
     )
     return LEARNER_FILES + images
+
+
+def repository_path(relative: str) -> pathlib.Path:
+    """Return the file of the repository that the release holds as ``relative``."""
+    return ROOT / RENAMED.get(relative, relative)
 
 
 def expected_release() -> list[str]:
@@ -69,7 +79,7 @@ def link_learner_files(source: pathlib.Path = SOURCE) -> None:
     for relative in wanted:
         link = source / relative
         link.parent.mkdir(parents=True, exist_ok=True)
-        target = os.path.relpath(ROOT / relative, link.parent)
+        target = os.path.relpath(repository_path(relative), link.parent)
         if link.is_symlink() and os.readlink(link) == target:
             continue
         if link.exists() or link.is_symlink():

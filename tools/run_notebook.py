@@ -8,8 +8,13 @@ and weights, and writes there:
 
 - ``Transfer_learning_with_MobileNet.executed.ipynb``, the notebook with outputs;
 - ``report.html``, the same as a web page;
-- ``metrics.json``, the validation accuracy of both training phases and the time
-  each cell took.
+- ``metrics.json``, the validation accuracy of both training phases, the
+  accuracy of the final model's predictions on the validation set, and the
+  time each cell took.
+
+In both the notebook and the report, stream outputs are shown as a terminal
+would show them: Keras redraws its progress bars with carriage returns and
+backspaces, which the HTML report would otherwise print as control characters.
 
 It exits non-zero, naming the cell, if any cell fails.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -41,6 +47,8 @@ _json.dump(
         "tensorflow": tf.__version__,
         "keras": tf.keras.__version__,
         "kernel_peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # The notebook's own predictions on the validation set, read at probability 0.5.
+        "predict_val_accuracy": float(np.mean((val_probabilities > 0.5) == (val_labels == 1))),
     },
     open("history.json", "w"),
 )
@@ -55,12 +63,61 @@ def prepare(out: pathlib.Path) -> pathlib.Path:
     for relative in build.learner_files():
         target = out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(build.ROOT / relative, target)
+        shutil.copy(build.repository_path(relative), target)
     notebook = build.master_notebook()
     notebook.cells.append(nbformat.v4.new_code_cell(METRICS_CELL, id="run-metrics"))
     path = out / f"{build.ASSIGNMENT}.ipynb"
     build.write(notebook, path)
     return path
+
+
+# One character of a stream as a terminal reads it: an ANSI escape sequence (colours,
+# bold, which the HTML exporter turns into styles) or any single character.
+TERMINAL_TOKEN = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|.", re.S)
+
+
+def as_terminal_shows(text: str) -> str:
+    """Return ``text`` as a terminal shows it: ``\\r`` starts the line again, ``\\b`` erases.
+
+    Keras redraws its progress bar with backspaces and a carriage return; only the
+    last drawing of each line is kept. Escape sequences take no room.
+    """
+    lines = []
+    for line in text.split("\n"):
+        shown: list[str] = []
+        for token in TERMINAL_TOKEN.findall(line):
+            if token == "\r":
+                shown = []
+            elif token == "\b":
+                for index in range(len(shown) - 1, -1, -1):
+                    if not shown[index].startswith("\x1b"):
+                        del shown[index]
+                        break
+            else:
+                shown.append(token)
+        lines.append("".join(shown))
+    return "\n".join(lines)
+
+
+def clean_streams(notebook) -> None:
+    """Merge consecutive stream outputs and show each as a terminal would."""
+    for cell in notebook.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            if (
+                output.output_type == "stream"
+                and outputs
+                and outputs[-1].output_type == "stream"
+                and outputs[-1].name == output.name
+            ):
+                outputs[-1].text += output.text
+            else:
+                outputs.append(output)
+        for output in outputs:
+            if output.output_type == "stream":
+                output.text = as_terminal_shows(output.text)
+        if cell.cell_type == "code":
+            cell.outputs = outputs
 
 
 def cell_seconds(cell) -> float:
@@ -90,6 +147,7 @@ def run(out: pathlib.Path, timeout: int = 1200) -> dict:
     except nbclient.exceptions.CellExecutionError as failure:
         error = failure
     wall = time.perf_counter() - started
+    clean_streams(notebook)
     executed = out / f"{build.ASSIGNMENT}.executed.ipynb"
     nbformat.write(notebook, executed)
     html, _ = nbconvert.HTMLExporter().from_notebook_node(notebook)
@@ -109,6 +167,7 @@ def run(out: pathlib.Path, timeout: int = 1200) -> dict:
         "keras": history["keras"],
         "val_accuracy_frozen": history["frozen"]["val_accuracy"][-1],
         "val_accuracy_fine_tuned": history["fine_tune"]["val_accuracy"][-1],
+        "predict_val_accuracy": history["predict_val_accuracy"],
         "kernel_peak_rss_mb": round(history["kernel_peak_rss_mb"]),
         "epochs": len(history["frozen"]["val_accuracy"])
         + len(history["fine_tune"]["val_accuracy"]),
@@ -130,6 +189,7 @@ def main(argv=None) -> int:
     print(f"Whole notebook: {metrics['wall_seconds']} s")
     print(f"Validation accuracy after the frozen phase: {metrics['val_accuracy_frozen']:.3f}")
     print(f"Validation accuracy after fine-tuning:     {metrics['val_accuracy_fine_tuned']:.3f}")
+    print(f"Accuracy of predict() on the validation set: {metrics['predict_val_accuracy']:.3f}")
     print("Slowest cells: " + ", ".join(f"{c['cell']} {c['seconds']} s" for c in slowest))
     print(f"Report: {args.out / 'report.html'}")
     return 0
