@@ -1,0 +1,129 @@
+"""The nbgrader preprocessor that takes the place of ``Execute`` when autograding.
+
+Set in the course's ``nbgrader_config.py``:
+
+    c.Autograde.autograde_preprocessors = ["grader.execute.SandboxedExecute", ...]
+
+so that ``nbgrader autograde``, the batch grader and the formgrader's autograde
+button all grade the same way. Instead of running the notebook in a kernel beside
+nbgrader, it calls ``grading.grade()``: the student's code runs in a sandbox, and
+a separate checker decides each test call from what the code returned. The verdict
+becomes each test cell's output, an error output when a call failed, so nbgrader's
+``SaveAutoGrades`` scores the cells as usual and the gradebook, ``nbgrader export``,
+feedback and the formgrader work unchanged. An answer cell that raised gets that
+error as its output. Everything else of the lesson is not run and keeps no output.
+
+How the run went (a crash, a hang, the sandbox off) is written beside the
+autograded notebook as ``grading.json`` and logged.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from nbformat.v4 import new_output
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.utils import find_all_files
+from traitlets import Bool, Float, Integer
+
+from . import grading
+from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .course import grade_id
+
+STATUS_FILE = "grading.json"
+RED, PLAIN = "\x1b[0;31m", "\x1b[0m"
+
+
+def error_output(message: str, ename: str = "AssertionError"):
+    """An error output that shows ``message`` first, as the public tests do inline."""
+    first, *rest = message.split("\n")
+    return new_output(
+        "error", ename=ename, evalue=message, traceback=[f"{RED}{ename}{PLAIN}: {first}", *rest]
+    )
+
+
+def test_cell_outputs(verdicts: list[dict]) -> list:
+    """The outputs of a test cell: what passing calls printed, up to the first failure."""
+    outputs, printed = [], ""
+    for verdict in verdicts:
+        printed += verdict["output"]
+        if not verdict["passed"]:
+            if printed:
+                outputs.append(new_output("stream", name="stdout", text=printed))
+            outputs.append(error_output(verdict["message"]))
+            return outputs
+    if printed:
+        outputs.append(new_output("stream", name="stdout", text=printed))
+    return outputs
+
+
+class SandboxedExecute(NbGraderPreprocessor):
+    """Grade the notebook in a sandbox and a checker; write each verdict as cell output."""
+
+    timeout = Integer(
+        CELL_TIMEOUT, help="Seconds one cell (or one test cell's calls) may run."
+    ).tag(config=True)
+    total_timeout = Integer(
+        SUBMISSION_TIMEOUT, help="Seconds all the runs of one submission may take."
+    ).tag(config=True)
+    memory_mb = Integer(
+        MEMORY_LIMIT_MB, help="Resident memory (MiB) of the student's sandbox."
+    ).tag(config=True)
+    sandbox = Bool(
+        True, help="Run student code under bubblewrap. False is for trusted notebooks only."
+    ).tag(config=True)
+    seconds = Float(0.0)
+
+    def _learner_files(self, assignment: str) -> tuple[list[str], str]:
+        """The files nbgrader copies next to a submission: the source folder's, no notebook."""
+        coursedir = CourseDirectory(config=self.config)
+        source = coursedir.format_path(coursedir.source_directory, ".", assignment)
+        return find_all_files(source, coursedir.ignore + ["*.ipynb"]), source
+
+    def preprocess(self, nb, resources):
+        info = resources.get("nbgrader", {})
+        files, root = self._learner_files(info.get("assignment", ""))
+        options = grading.Options(
+            step_seconds=self.timeout,
+            total_seconds=self.total_timeout,
+            memory_mb=self.memory_mb,
+            sandboxed=self.sandbox,
+        )
+        outcome = grading.grade(nb, files, root, options)
+        for cell in nb.cells:
+            name = grade_id(cell)
+            if cell.cell_type != "code":
+                continue
+            if name in outcome.verdicts:
+                cell.outputs = test_cell_outputs(outcome.verdicts[name])
+            elif name in outcome.cell_errors:
+                cell.outputs = [error_output(outcome.cell_errors[name], "CellError")]
+        status = outcome.status if self.sandbox else f"{outcome.status} (NO SANDBOX)"
+        self.log.info("Graded in %.1f s: %s", outcome.seconds, status)
+        self._write_status(resources, status, outcome)
+        return nb, resources
+
+    def _write_status(self, resources, status, outcome) -> None:
+        info = resources.get("nbgrader", {})
+        if not info.get("student"):
+            return
+        coursedir = CourseDirectory(config=self.config)
+        folder = pathlib.Path(
+            coursedir.format_path(
+                coursedir.autograded_directory, info["student"], info["assignment"]
+            )
+        )
+        if folder.is_dir():
+            record = {
+                "status": status,
+                "sandbox": self.sandbox,
+                "problems": outcome.problems,
+                "seconds": round(outcome.seconds, 1),
+                "peak_mb": outcome.peak_mb,
+            }
+            (folder / STATUS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+    def preprocess_cell(self, cell, resources, index):  # pragma: no cover - unused
+        return cell, resources
