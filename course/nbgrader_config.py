@@ -29,21 +29,26 @@ c.CourseDirectory.ignore = [
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # --- Autograding --------------------------------------------------------------------
-# Timeouts. Under NBGRADER_EXECUTION=autograde each training cell runs 1 epoch: about
-# 10 s frozen and 30 s unfrozen on 2 busy cores. 300 s per cell passes a correct
-# submission that is ten times slower than that; a cell that hangs is interrupted
-# after 300 s, and the notebook goes on with the next cell.
-c.Execute.timeout = grader_config.CELL_TIMEOUT
-c.Execute.startup_timeout = 120
-c.Execute.interrupt_on_timeout = True
+# Student code never runs beside nbgrader: SandboxedExecute takes the place of Execute.
+# It runs the set-up and answer cells in a bubblewrap sandbox, and a separate checker
+# decides every test cell from what the code returned (see grader/execute.py).
+c.Autograde.autograde_preprocessors = [
+    "grader.execute.SandboxedExecute",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Limits of one submission. Grading runs the set-up and answer cells only (about 15 s
+# for a correct notebook on 2 busy cores); a cell that runs longer than the timeout is
+# killed with its sandbox, and the run goes on after it, so the other exercises count.
+c.SandboxedExecute.timeout = grader_config.CELL_TIMEOUT
+c.SandboxedExecute.total_timeout = grader_config.SUBMISSION_TIMEOUT
+c.SandboxedExecute.memory_mb = grader_config.MEMORY_LIMIT_MB
 # A test cell that was deleted is put back (a locked cell that was edited is always
 # restored by nbgrader from the gradebook).
 c.OverwriteCells.add_missing_cells = True
-# TensorFlow and absl write log lines to stderr, and nbgrader scores a test cell with
-# any stderr output as 0. Drop a stderr output when every line of it is such noise
-# (or a Python warning); a stderr output with anything else in it is kept.
-c.IgnorePattern.enabled = True
-c.IgnorePattern.pattern = grader_config.STDERR_NOISE_PATTERN
 
 # --- Feedback -----------------------------------------------------------------------
 # nbgrader's feedback shows the hidden tests' code (jupyter/nbgrader#917): remove it,

@@ -41,6 +41,11 @@ import psutil
 from . import submissions
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
 from .course import ASSIGNMENT, NOTEBOOK
+from .execute import STATUS_FILE
+
+# Seconds and MiB beyond the student's limits for nbgrader itself and the checker.
+OVERHEAD_SECONDS = 300
+CHECKER_MEMORY_MB = 4096
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -181,22 +186,21 @@ def _failure_from_log(text: str) -> str:
     return f"autograde failed: {detail[:200]}"
 
 
-def _notes(autograded: pathlib.Path, restored: list[str], edited: list[str]) -> list[str]:
+def _notes(restored: list[str], edited: list[str]) -> list[str]:
     notes = []
     if restored:
         notes.append("deleted cells put back: " + " ".join(restored))
     if edited:
         notes.append("edited locked cells restored: " + " ".join(edited))
-    if autograded.is_file():
-        notebook = nbformat.read(autograded, as_version=4)
-        timed_out = [
-            cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {i}"
-            for i, cell in enumerate(notebook.cells)
-            if any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", []))
-        ]
-        if timed_out:
-            notes.append("cells cut off after the cell timeout: " + " ".join(timed_out))
     return notes
+
+
+def _grading_status(folder: pathlib.Path) -> dict:
+    """What the grading preprocessor wrote beside the autograded notebook."""
+    try:
+        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"status": "no grading status written: see the log"}
 
 
 def _scores(course: pathlib.Path, student: str) -> tuple[dict, dict]:
@@ -264,10 +268,20 @@ def grade_one(sub, course, template_db, release, out, options) -> dict:
         "--student",
         student,
         "--force",
-        f"--Execute.timeout={options['cell_timeout']}",
+        f"--SandboxedExecute.timeout={options['cell_timeout']}",
+        f"--SandboxedExecute.total_timeout={options['timeout']}",
+        f"--SandboxedExecute.memory_mb={options['memory_mb']}",
+        f"--SandboxedExecute.sandbox={options['sandbox']}",
     ]
+    # The sandboxes enforce the submission's limits; this is the net around nbgrader,
+    # the student's sandbox and the checker together.
     code, killed, peak = run_limited(
-        command, temp, env, log, options["timeout"], options["memory_mb"]
+        command,
+        temp,
+        env,
+        log,
+        options["timeout"] + OVERHEAD_SECONDS,
+        options["memory_mb"] + CHECKER_MEMORY_MB,
     )
     result["peak_mb"] = round(peak)
     result["autograde_seconds"] = round(time.monotonic() - started, 1)
@@ -286,10 +300,14 @@ def grade_one(sub, course, template_db, release, out, options) -> dict:
         env=env,
     )
     html = temp / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
-    notes = _notes(autograded, restored, edited)
+    notes = _notes(restored, edited)
     if feedback.returncode != 0 or not html.is_file():
         notes.append("feedback failed: see the log")
-    status = GRADED + (f" ({'; '.join(notes)})" if notes else "")
+    how = _grading_status(autograded.parent)
+    status = GRADED if how["status"] == GRADED else how["status"]
+    if not how.get("sandbox", True):
+        notes.append("NO SANDBOX: student code ran unconfined")
+    status += f" ({'; '.join(notes)})" if notes else ""
     return finish(status, work=str(temp))
 
 
@@ -405,6 +423,7 @@ def run(
     cell_timeout=CELL_TIMEOUT,
     memory_mb=MEMORY_LIMIT_MB,
     progress=True,
+    sandbox=True,
 ) -> list[dict]:
     """Grade every submission; return the result records (one per student)."""
     from tqdm import tqdm
@@ -463,6 +482,7 @@ def run(
                 "timeout": timeout,
                 "cell_timeout": cell_timeout,
                 "memory_mb": memory_mb,
+                "sandbox": sandbox,
             }
             futures[pool.submit(grade_one, sub, course, template, release, out, options)] = sub
         for future in concurrent.futures.as_completed(futures):
@@ -526,7 +546,19 @@ def main(argv=None) -> int:
         default=MEMORY_LIMIT_MB,
         help="MiB one grading may use (default %(default)s)",
     )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="run student code unconfined: for trusted notebooks only (your own solutions)",
+    )
     args = parser.parse_args(argv)
+    if not args.no_sandbox:
+        from .sandbox import SandboxUnavailable, check_available
+
+        try:
+            check_available()
+        except SandboxUnavailable as error:
+            raise SystemExit(f"Cannot grade: {error}") from None
     started = datetime.datetime.now()
     results = run(
         args.submissions,
@@ -537,6 +569,7 @@ def main(argv=None) -> int:
         args.timeout,
         args.cell_timeout,
         args.memory_limit,
+        sandbox=not args.no_sandbox,
     )
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.course) / "batch"
     failed = [r for r in results if not r["status"].startswith(GRADED)]

@@ -168,8 +168,13 @@ def _runner(folder: pathlib.Path, *modules: str) -> pathlib.Path:
     return folder
 
 
+# Host variables the sandboxes inherit: how many threads TensorFlow may use.
+INHERITED = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+
+
 def _environment(root: str) -> dict[str, str]:
     return {
+        **{name: os.environ[name] for name in INHERITED if name in os.environ},
         "ALPACA_WEIGHTS_DIR": root + WEIGHTS,
         "ALPACA_DATASET": root + DATA,
         "NBGRADER_EXECUTION": "autograde",
@@ -201,16 +206,14 @@ def _run_student(steps, work, options, deadline, problems):
     records.mkdir()
     calls = {i: len(s.calls) for i, s in enumerate(steps) if s.is_test}
     missing = {}  # {step index: why its records are missing}
-    skip: set[int] = set()
+    done: set[int] = set()  # test cells whose calls all ran
+    broken: set[int] = set()  # cells that crashed or hung: never run again
     cell_errors = {}
     peak = 0.0
     for attempt in range(RESTARTS + 1):
         remaining = deadline - time.monotonic()
         if remaining < 5:
-            why = "not run: the submission used up its time"
-            for index in calls:
-                if index not in skip:
-                    missing.setdefault(index, why)
+            problems.append("the submission used up its time")
             break
         scratch = work / f"scratch{attempt}"
         scratch.mkdir()
@@ -219,7 +222,7 @@ def _run_student(steps, work, options, deadline, problems):
             "assignment": root + ASSIGNMENT,
             "workdir": f"{root}{sandbox.SCRATCH}/work",
             "records": root + RECORDS,
-            "skip": sorted(skip),
+            "skip": sorted(done | broken),
             "steps": [
                 {
                     "grade_id": s.grade_id,
@@ -246,33 +249,41 @@ def _run_student(steps, work, options, deadline, problems):
             input=json.dumps(request).encode(),
         )
         peak = max(peak, result.peak_mb)
-        started = [int(s.split()[0]) for s in result.steps if s.split()[0].isdigit()]
-        finished = bool(result.steps) and result.steps[-1] == "end" and result.killed is None
-        for index in [i for i in started if i in calls]:
-            _collect(scratch, records, index, calls[index])
+        # The markers say which steps started. The student's code could print fake
+        # ones, but that can only lose its own points: records are judged, not markers.
+        started = [
+            int(m.split()[0])
+            for m in result.steps
+            if m.split()[:1] != ["end"]
+            and m.split()
+            and m.split()[0].isdigit()
+            and int(m.split()[0]) < len(steps)
+        ]
+        finished = result.killed is None and result.steps[-1:] == ["end"]
         for index in started:
+            if index in calls:
+                _collect(scratch, records, index, calls[index])
             try:
                 text = sandbox.read_artifact(scratch, f"records/{index}.cell.json", 64_000)
                 cell_errors[steps[index].grade_id] = str(json.loads(text)["error"])[:400]
             except (OSError, ValueError, KeyError, TypeError):
                 pass
+        completed = started if finished else started[:-1]
+        done.update(index for index in completed if index in calls)
         if finished:
             break
-        broken = started[-1] if started else None
-        what = _what_happened(result, steps, broken)
+        last = started[-1] if started else None
+        what = _what_happened(result, steps, last)
         problems.append(what)
-        if broken is None:
-            for index in calls:
-                missing.setdefault(index, f"not run: {what}")
+        if last is None or last in broken:
             break
-        skip.update(i for i in started)  # done, or broken: do not run them again
-        if broken in calls:
-            missing.setdefault(broken, what)
+        broken.add(last)
+        if last in calls:
+            missing[last] = what
+        else:
+            cell_errors[steps[last].grade_id] = f"this cell did not finish: {what}"
     for index in calls:
-        if index not in skip and not any(
-            (records / f"{index}.{n}.json").exists() for n in range(calls[index])
-        ):
-            missing.setdefault(index, "not run: the notebook stopped before this cell")
+        missing.setdefault(index, "the notebook stopped before this cell")
     return records, missing, cell_errors, peak
 
 

@@ -69,14 +69,20 @@ STEP_MARKER = "\x1e@step "
 _MARK = STEP_MARKER.encode()
 
 SCRATCH = "/scratch"
+# The command runs behind this gate: bwrap's --block-fd lets it go on EOF too (when the grader
+# dies before it placed the sandbox in its cgroups and set its rlimits), so the command itself
+# refuses to start unless the rlimits are there (they are set after the cgroups).
+_GATE = (
+    'case "$(ulimit -t)" in unlimited) '
+    'echo "sandbox: its limits were not applied; refusing to run" >&2; exit 125;; esac; '
+    'exec "$@"'
+)
 # Folders inside scratch that stand for /tmp, /dev/shm and $HOME.
 _TMP, _SHM, _HOME = ".tmp", ".shm", ".home"
 
 # Watchdog periods (seconds): limits checks, and the slowest scratch walk allowed.
 _WATCH_PERIOD = 0.1
 _SCRATCH_PERIOD = 0.5
-# Most entries (files and folders) scratch may hold: an inode flood is a disk flood too.
-_SCRATCH_MAX_ENTRIES = 50_000
 # Steps kept, and the length of one step's payload.
 _MAX_STEPS = 10_000
 _MAX_STEP_BYTES = 4096
@@ -127,6 +133,7 @@ class Limits:
     output_bytes: int = 1_000_000  # stdout+stderr kept
     scratch_mb: int = 512  # total size of the writable scratch folder
     file_mb: int = 256  # one file (RLIMIT_FSIZE)
+    scratch_files: int = 50_000  # files and folders in scratch (an inode flood fills a disk too)
     # Address space of one process (RLIMIT_AS); None: memory_mb + 4 GiB, at least 8 GiB
     # (TensorFlow maps far more than it touches).
     address_space_mb: int | None = None
@@ -864,6 +871,11 @@ class Sandbox:
         args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
         return args
 
+    def _gate(self) -> list[str]:
+        if any(inside in ("/usr", "/bin") for inside in self.readonly.values()):
+            return ["/bin/sh", "-c", _GATE, "sandbox-gate"]
+        return []  # no shell inside: rely on --block-fd alone
+
     def _rlimits(self, nproc: int | None) -> list[tuple[int, int]]:
         lim = self.limits
         out = [
@@ -903,7 +915,7 @@ class Sandbox:
         init_pid: int | None = None
         try:
             proc = subprocess.Popen(
-                [*self._args(info_w, block_r), "--", *argv],
+                [*self._args(info_w, block_r), "--", *self._gate(), *argv],
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -1065,7 +1077,7 @@ class Sandbox:
                     if why:
                         return why, peak
                 if now >= next_scratch:
-                    size, entries = _scratch_usage(self.scratch, _SCRATCH_MAX_ENTRIES)
+                    size, entries = _scratch_usage(self.scratch, lim.scratch_files)
                     took = time.monotonic() - now
                     next_scratch = time.monotonic() + max(_SCRATCH_PERIOD, 10 * took)
                     if size > lim.scratch_mb * 2**20:
@@ -1073,10 +1085,10 @@ class Sandbox:
                             f"scratch full: the scratch folder holds more than {lim.scratch_mb} MB",
                             peak,
                         )
-                    if entries > _SCRATCH_MAX_ENTRIES:
+                    if entries > lim.scratch_files:
                         return (
                             "scratch full: the scratch folder holds more than "
-                            f"{_SCRATCH_MAX_ENTRIES} files and folders",
+                            f"{lim.scratch_files} files and folders",
                             peak,
                         )
         finally:
@@ -1103,6 +1115,12 @@ class Sandbox:
         tasks = None
         if cg is None or cg.pids is None:
             tree = _tree(proc.pid)
+            if len(tree) > lim.processes:
+                return (
+                    f"too many processes: the sandbox ran {len(tree)} processes, "
+                    f"more than {lim.processes}",
+                    0,
+                )
             tasks = 0
             for p in tree:
                 with contextlib.suppress(psutil.Error):
@@ -1136,20 +1154,42 @@ class Sandbox:
         init_ctime: float | None,
         cg: _Cgroups | None,
     ) -> None:
-        """SIGKILL the pid namespace's init (the kernel then kills every process in it),
-        bwrap itself, and anything left in the cgroup or the process tree."""
-        tree = _tree(proc.pid) if proc.poll() is None else []
-        if init_pid is not None and _create_time(init_pid) == init_ctime:
+        """Kill everything the sandbox started, and return once it is gone.
+
+        SIGKILL to the init of the sandbox's pid namespace makes the kernel kill every process
+        in it; that init exits only once they are all dead, and bwrap then exits too. Anything
+        left in the cgroup, or in the process tree seen before, is killed as well.
+        """
+        if init_pid is not None and init_ctime is not None and _create_time(init_pid) == init_ctime:
             with contextlib.suppress(OSError):
                 os.kill(init_pid, signal.SIGKILL)
-        if proc.poll() is None:
+        elif proc.poll() is None:
+            # No known init: bwrap's --die-with-parent kills it when bwrap dies.
             with contextlib.suppress(OSError):
                 proc.kill()
+        # Processes still seen after that (none, normally) are killed one by one below.
+        tree = _tree(proc.pid) if proc.poll() is None else []
         if cg is not None:
             cg.kill_all()
-        for p in tree:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                proc.kill()
+        # Normally the kernel has killed them all by now; make sure of it.
+        left = [p for p in tree if _alive(p)]
+        for p in left:
             with contextlib.suppress(psutil.Error):
-                p.kill()
+                p.kill()  # psutil checks that the pid was not reused
+        if left:
+            psutil.wait_procs(left, timeout=5)
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _tree(pid: int) -> list[psutil.Process]:
