@@ -71,7 +71,7 @@ def main() -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     shell = InteractiveShell.instance()
-    cell_errors = {}
+    cell_errors = dict(plan["cell_errors"])  # what earlier runs saw go wrong
     for index, step in enumerate(plan["steps"]):
         if index in plan["skip"]:
             continue

@@ -45,14 +45,20 @@ def error_output(message: str, ename: str = "AssertionError"):
 
 
 def test_cell_outputs(verdicts: list[dict]) -> list:
-    """The outputs of a test cell: what passing calls printed, up to the first failure."""
+    """The outputs of a test cell, up to its first failing call, as if it had run inline.
+
+    A visible call shows what it printed ("...: all tests passed."); a hidden call
+    shows nothing when it passes, and its message when it fails.
+    """
     outputs, printed = [], ""
     for verdict in verdicts:
-        printed += verdict["output"]
+        if not verdict["hidden"]:
+            printed += verdict["output"]
         if not verdict["passed"]:
             if printed:
                 outputs.append(new_output("stream", name="stdout", text=printed))
-            outputs.append(error_output(verdict["message"]))
+            prefix = "Hidden test: " if verdict["hidden"] else ""
+            outputs.append(error_output(prefix + verdict["message"]))
             return outputs
     if printed:
         outputs.append(new_output("stream", name="stdout", text=printed))

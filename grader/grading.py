@@ -223,6 +223,7 @@ def _run_student(steps, work, options, deadline, problems):
             "workdir": f"{root}{sandbox.SCRATCH}/work",
             "records": root + RECORDS,
             "skip": sorted(done | broken),
+            "cell_errors": cell_errors,
             "steps": [
                 {
                     "grade_id": s.grade_id,
@@ -251,14 +252,7 @@ def _run_student(steps, work, options, deadline, problems):
         peak = max(peak, result.peak_mb)
         # The markers say which steps started. The student's code could print fake
         # ones, but that can only lose its own points: records are judged, not markers.
-        started = [
-            int(m.split()[0])
-            for m in result.steps
-            if m.split()[:1] != ["end"]
-            and m.split()
-            and m.split()[0].isdigit()
-            and int(m.split()[0]) < len(steps)
-        ]
+        started = _started(result, len(steps))
         finished = result.killed is None and result.steps[-1:] == ["end"]
         for index in started:
             if index in calls:
@@ -285,6 +279,16 @@ def _run_student(steps, work, options, deadline, problems):
     for index in calls:
         missing.setdefault(index, "the notebook stopped before this cell")
     return records, missing, cell_errors, peak
+
+
+def _started(result: sandbox.Result, count: int) -> list[int]:
+    """The steps a run started, from its markers ("<index> <grade_id>", then "end")."""
+    started = []
+    for marker in result.steps:
+        first = marker.split()[:1]
+        if first and first[0].isdigit() and int(first[0]) < count:
+            started.append(int(first[0]))
+    return started
 
 
 def _what_happened(result: sandbox.Result, steps, broken) -> str:
