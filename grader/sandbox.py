@@ -83,6 +83,8 @@ _TMP, _SHM, _HOME = ".tmp", ".shm", ".home"
 # Watchdog periods (seconds): limits checks, and the slowest scratch walk allowed.
 _WATCH_PERIOD = 0.1
 _SCRATCH_PERIOD = 0.5
+# Most processes the watchdog looks at one by one in one check.
+_MAX_WATCHED = 2000
 # Steps kept, and the length of one step's payload.
 _MAX_STEPS = 10_000
 _MAX_STEP_BYTES = 4096
@@ -955,13 +957,10 @@ class Sandbox:
                 self._kill(proc, init_pid, init_ctime, cg)
                 proc.wait(timeout=10)
             _drain(proc, out)
-            if killed is None and cg is not None and cg.oom_kills():
-                killed = (
-                    f"out of memory: the sandbox used more than its {lim.memory_mb} MB, "
-                    "and the kernel killed a process"
-                )
+            if killed is None and cg is not None and cg.memory is not None and cg.oom_kills():
+                killed = self._oom()
             if killed is None and proc.returncode == 128 + signal.SIGXCPU:
-                killed = f"timeout: a process used more than {lim.cpu_seconds} s of CPU time"
+                killed = self._cpu()
         finally:
             for fd in (info_r, info_w, block_r, block_w):
                 if fd >= 0:
@@ -1095,57 +1094,67 @@ class Sandbox:
             sel.close()
 
     def _check(self, proc: subprocess.Popen, cg: _Cgroups | None) -> tuple[str | None, int]:
-        """Memory and process limits: (why to kill or None, resident bytes now)."""
+        """Memory, process and CPU limits: (why to kill or None, resident bytes now)."""
         lim = self.limits
-        memory_bytes = lim.memory_mb * 2**20
-        if cg is not None and cg.memory is not None and cg.oom_kills():
+        cg_memory = cg is not None and cg.memory is not None
+        cg_pids = cg is not None and cg.pids is not None
+        if cg is not None and cg_memory and cg.oom_kills():
+            return self._oom(), cg.resident_bytes() or 0
+        if cg is not None and cg_pids and cg.pids_refused():
             return (
-                f"out of memory: the sandbox used more than its {lim.memory_mb} MB, "
-                "and the kernel killed a process",
+                f"too many processes: the sandbox tried to run more than {lim.processes} "
+                "processes and threads",
                 cg.resident_bytes() or 0,
             )
-        if cg is not None and cg.pids is not None:
-            if cg.pids_refused():
-                return (
-                    f"too many processes: the sandbox tried to run more than {lim.processes} "
-                    "processes and threads",
-                    cg.resident_bytes() or 0,
-                )
-        tree: list[psutil.Process] | None = None
-        tasks = None
-        if cg is None or cg.pids is None:
-            tree = _tree(proc.pid)
-            if len(tree) > lim.processes:
-                return (
-                    f"too many processes: the sandbox ran {len(tree)} processes, "
-                    f"more than {lim.processes}",
-                    0,
-                )
-            tasks = 0
-            for p in tree:
+        if cg is not None and cg_pids:
+            procs = []
+            for pid in sorted(cg.members())[:_MAX_WATCHED]:
                 with contextlib.suppress(psutil.Error):
-                    tasks += p.num_threads()
-            if tasks > lim.processes:
+                    procs.append(psutil.Process(pid))
+        else:
+            procs = _tree(proc.pid)
+            if len(procs) > lim.processes:
                 return (
-                    f"too many processes: the sandbox ran {tasks} processes and threads, "
+                    f"too many processes: the sandbox ran {len(procs)} processes, "
                     f"more than {lim.processes}",
                     0,
                 )
-        if cg is not None and cg.memory is not None:
+        tasks = used = 0
+        cpu = 0.0
+        for p in procs[:_MAX_WATCHED]:
+            with contextlib.suppress(psutil.Error), p.oneshot():
+                times = p.cpu_times()
+                cpu = max(cpu, times.user + times.system)
+                if not cg_pids:
+                    tasks += p.num_threads()
+                if not cg_memory:
+                    used += p.memory_info().rss
+        if tasks > lim.processes:
+            return (
+                f"too many processes: the sandbox ran {tasks} processes and threads, "
+                f"more than {lim.processes}",
+                used,
+            )
+        if cpu > lim.cpu_seconds:
+            return self._cpu(), used
+        if cg is not None and cg_memory:
             return None, cg.resident_bytes() or 0
-        if tree is None:
-            tree = _tree(proc.pid)
-        used = 0
-        for p in tree:
-            with contextlib.suppress(psutil.Error):
-                used += p.memory_info().rss
-        if used > memory_bytes:
+        if used > lim.memory_mb * 2**20:
             return (
                 f"out of memory: the sandbox used {used / 2**20:.0f} MB, "
                 f"more than its {lim.memory_mb} MB",
                 used,
             )
         return None, used
+
+    def _oom(self) -> str:
+        return (
+            f"out of memory: the sandbox used more than its {self.limits.memory_mb} MB, "
+            "and the kernel killed a process"
+        )
+
+    def _cpu(self) -> str:
+        return f"timeout: a process used more than {self.limits.cpu_seconds} s of CPU time"
 
     def _kill(
         self,
