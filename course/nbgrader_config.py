@@ -32,6 +32,14 @@ c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedE
 # Student code never runs beside nbgrader: SandboxedExecute takes the place of Execute.
 # It runs the set-up and answer cells in a bubblewrap sandbox, and a separate checker
 # decides every test cell from what the code returned (see grader/execute.py).
+# A learner's copy of a graded cell must not stop grading (see grader/deduplicate.py).
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "grader.deduplicate.DeduplicateCells",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 c.Autograde.autograde_preprocessors = [
     "grader.execute.SandboxedExecute",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",

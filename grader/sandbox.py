@@ -60,6 +60,7 @@ __all__ = [
     "Sandbox",
     "SandboxUnavailable",
     "check_available",
+    "empty_scratch",
     "enforcement",
     "python_runtime_binds",
     "read_artifact",
@@ -272,6 +273,87 @@ def _mount_args(readonly: dict[str, str]) -> list[str]:
                 continue
         args += ["--ro-bind", host, inside]
     return args
+
+
+# --------------------------------------------------------------------------------------
+# Seccomp
+
+# Syscalls the sandbox refuses (EPERM): kernel interfaces that grading never needs and that
+# are where kernel exploits live (io_uring, bpf, perf, userfaultfd), the kernel keyrings, the
+# kernel log, tracing, modules, mounts and namespaces. x86_64 numbers.
+_BLOCKED_X86_64 = {
+    "ptrace": 101,
+    "syslog": 103,
+    "personality": 135,
+    "pivot_root": 155,
+    "acct": 163,
+    "mount": 165,
+    "umount2": 166,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "init_module": 175,
+    "delete_module": 176,
+    "quotactl": 179,
+    "kexec_load": 246,
+    "add_key": 248,
+    "request_key": 249,
+    "keyctl": 250,
+    "unshare": 272,
+    "perf_event_open": 298,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "setns": 308,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "finit_module": 313,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "userfaultfd": 323,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+}
+
+
+def _seccomp_program() -> bytes | None:
+    """A classic BPF seccomp filter: other ABIs get ENOSYS, the blocked syscalls EPERM.
+    None on machines other than x86_64 (the other barriers still hold there)."""
+    if os.uname().machine != "x86_64":
+        return None
+    import struct
+
+    ld_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    allow, errno_ = 0x7FFF0000, 0x00050000
+    arch_x86_64 = 0xC000003E
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("HBBI", code, jt, jf, k)
+
+    blocked = sorted(_BLOCKED_X86_64.values())
+    prog = [
+        op(ld_abs, 4),  # seccomp_data.arch
+        op(jeq, arch_x86_64, 1, 0),
+        op(ret, errno_ | errno.ENOSYS),  # i386 via int 0x80
+        op(ld_abs, 0),  # seccomp_data.nr
+        op(jge, 0x40000000, 0, 1),
+        op(ret, errno_ | errno.ENOSYS),  # the x32 ABI
+    ]
+    for i, nr in enumerate(blocked):
+        prog.append(op(jeq, nr, len(blocked) - i, 0))
+    prog.append(op(ret, allow))
+    prog.append(op(ret, errno_ | errno.EPERM))
+    return b"".join(prog)
+
+
+_SECCOMP = _seccomp_program()
 
 
 # --------------------------------------------------------------------------------------
@@ -657,29 +739,120 @@ def _prepare_scratch(scratch: Path) -> None:
         os.close(fd)
 
 
-def _scratch_usage(root: Path, max_entries: int) -> tuple[int, int]:
-    """(bytes allocated, entries) under root, stopping once entries pass max_entries."""
-    total = entries = 0
-    stack = [str(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            it = os.scandir(folder)
-        except OSError:
-            continue
-        with it:
-            for entry in it:
-                entries += 1
-                if entries > max_entries:
-                    return total, entries
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _walk(root: Path, max_depth: int):
+    """Yield (parent fd, entry name, lstat, depth) for everything under root, children before
+    their folder, through folder descriptors: any path length, never following a link.
+    Raises RecursionError when folders nest deeper than max_depth."""
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    # Each frame: (fd of a folder, its entries not yet visited, name in parent, parent lstat).
+    stack = [(top, None, None, None)]
+    try:
+        while stack:
+            fd, pending, name, st = stack[-1]
+            if pending is None:
                 try:
-                    st = entry.stat(follow_symlinks=False)
+                    with os.scandir(fd) as it:
+                        pending = [e.name for e in it]
                 except OSError:
-                    continue
-                total += st.st_blocks * 512
-                if stat.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
+                    pending = []
+                stack[-1] = (fd, pending, name, st)
+            if not pending:
+                stack.pop()
+                os.close(fd)
+                if stack:
+                    yield stack[-1][0], name, st, len(stack)
+                continue
+            child = pending.pop()
+            try:
+                cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(cst.st_mode):
+                yield fd, child, cst, len(stack)
+                continue
+            if len(stack) > max_depth:
+                raise RecursionError(f"folders nested deeper than {max_depth} levels")
+            try:
+                cfd = os.open(child, _DIR_FLAGS, dir_fd=fd)
+            except OSError:
+                yield fd, child, cst, len(stack)
+                continue
+            stack.append((cfd, None, child, cst))
+    finally:
+        for fd, *_ in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_MAX_DEPTH = 100
+
+
+def _scratch_usage(root: Path, max_entries: int) -> tuple[int, int]:
+    """(bytes allocated, entries) under root, stopping once entries pass max_entries.
+    Raises RecursionError for folders nested too deep to be walked safely."""
+    total = entries = 0
+    for _, _, st, _ in _walk(root, _MAX_DEPTH):
+        entries += 1
+        total += st.st_blocks * 512
+        if entries > max_entries:
+            break
     return total, entries
+
+
+def empty_scratch(scratch: Path) -> None:
+    """Remove everything in scratch, however deep or strange (links are removed, never
+    followed), and leave it an empty private folder."""
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    os.chmod(scratch, 0o700)
+    top = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        while True:
+            names = os.listdir(top)
+            if not names:
+                return
+            for name in names:
+                _remove(top, name)
+    finally:
+        os.close(top)
+
+
+def _remove(top: int, name: str) -> None:
+    """Remove top/name; folders deeper than _MAX_DEPTH are moved up to top for a later pass,
+    so that few descriptors are open at once."""
+    try:
+        st = os.stat(name, dir_fd=top, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=top)
+        return
+    stack = [(os.open(name, _DIR_FLAGS, dir_fd=top), top, name)]
+    try:
+        while stack:
+            fd, parent, here = stack[-1]
+            descended = False
+            for child in os.listdir(fd):
+                cst = os.stat(child, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(cst.st_mode):
+                    os.unlink(child, dir_fd=fd)
+                elif len(stack) >= _MAX_DEPTH:
+                    os.rename(child, f"deep-{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=top)
+                else:
+                    stack.append((os.open(child, _DIR_FLAGS, dir_fd=fd), fd, child))
+                    descended = True
+                    break
+            if not descended:
+                stack.pop()
+                os.close(fd)
+                os.rmdir(here, dir_fd=parent)
+    finally:
+        for fd, _, _ in stack:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def read_artifact(scratch: Path, relative: str, max_bytes: int) -> bytes:
@@ -833,7 +1006,7 @@ class Sandbox:
         environment.setdefault("TMPDIR", "/tmp")
         self.env = environment
 
-    def _args(self, info_fd: int, block_fd: int) -> list[str]:
+    def _args(self, info_fd: int, block_fd: int, seccomp_fd: int | None) -> list[str]:
         bwrap = _bwrap()
         assert bwrap is not None
         args = [
@@ -871,6 +1044,8 @@ class Sandbox:
         for key, value in self.env.items():
             args += ["--setenv", key, value]
         args += ["--info-fd", str(info_fd), "--block-fd", str(block_fd)]
+        if seccomp_fd is not None:
+            args += ["--seccomp", str(seccomp_fd)]
         return args
 
     def _gate(self) -> list[str]:
@@ -910,6 +1085,11 @@ class Sandbox:
             nproc = _user_tasks() + lim.processes
         info_r, info_w = os.pipe()
         block_r, block_w = os.pipe()
+        seccomp_r = -1
+        if _SECCOMP is not None:
+            seccomp_r, seccomp_w = os.pipe()  # a few hundred bytes: fits in the pipe
+            os.write(seccomp_w, _SECCOMP)
+            os.close(seccomp_w)
         out = _Output(lim.output_bytes)
         killed: str | None = None
         peak = 0
@@ -917,17 +1097,23 @@ class Sandbox:
         init_pid: int | None = None
         try:
             proc = subprocess.Popen(
-                [*self._args(info_w, block_r), "--", *self._gate(), *argv],
+                [
+                    *self._args(info_w, block_r, seccomp_r if seccomp_r >= 0 else None),
+                    "--",
+                    *self._gate(),
+                    *argv,
+                ],
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(info_w, block_r),
+                pass_fds=tuple(fd for fd in (info_w, block_r, seccomp_r) if fd >= 0),
                 env={},
                 start_new_session=True,
             )
-            os.close(info_w)
-            os.close(block_r)
-            info_w = block_r = -1
+            for fd in (info_w, block_r, seccomp_r):
+                if fd >= 0:
+                    os.close(fd)
+            info_w = block_r = seccomp_r = -1
             init_pid = _read_child_pid(info_r, proc)
             # The sandbox's init waits on block_fd: put it and bwrap in the cgroups and
             # under the rlimits before it starts the command.
@@ -962,7 +1148,7 @@ class Sandbox:
             if killed is None and proc.returncode == 128 + signal.SIGXCPU:
                 killed = self._cpu()
         finally:
-            for fd in (info_r, info_w, block_r, block_w):
+            for fd in (info_r, info_w, block_r, block_w, seccomp_r):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
@@ -977,6 +1163,8 @@ class Sandbox:
                             stream.close()
             if cg is not None:
                 cg.remove()
+            with contextlib.suppress(OSError):
+                os.chmod(self.scratch, 0o700)  # the code may have opened it to everyone
         out.finish()
         return Result(
             returncode=None if killed else proc.returncode,
@@ -1076,7 +1264,10 @@ class Sandbox:
                     if why:
                         return why, peak
                 if now >= next_scratch:
-                    size, entries = _scratch_usage(self.scratch, lim.scratch_files)
+                    try:
+                        size, entries = _scratch_usage(self.scratch, lim.scratch_files)
+                    except RecursionError as error:
+                        return f"scratch full: {error}", peak
                     took = time.monotonic() - now
                     next_scratch = time.monotonic() + max(_SCRATCH_PERIOD, 10 * took)
                     if size > lim.scratch_mb * 2**20:
