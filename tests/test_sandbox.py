@@ -308,6 +308,57 @@ def test_host_processes_are_invisible_and_cannot_be_signalled(scratch):
     assert f"SIGNALLED {os.getpid()}" not in result.output
 
 
+def test_kernel_interfaces_for_exploits_are_refused(scratch):
+    """Can code reach io_uring, bpf, perf, userfaultfd, the kernel log or the keyrings?"""
+    result = run_py(
+        scratch,
+        """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        calls = {"io_uring_setup": 425, "bpf": 321, "perf_event_open": 298,
+                 "userfaultfd": 323, "syslog": 103, "keyctl": 250, "add_key": 248,
+                 "ptrace": 101, "unshare": 272, "mount": 165, "open_by_handle_at": 304}
+        for name, nr in calls.items():
+            ctypes.set_errno(0)
+            r = libc.syscall(nr, 0, 0, 0, 0, 0)
+            print(name, "ALLOWED" if r >= 0 else "refused", os.strerror(ctypes.get_errno()))
+        print("getpid", libc.syscall(39))
+        """,
+    )
+    assert result.returncode == 0, result.output
+    assert "ALLOWED" not in result.output, result.output
+    assert result.output.count("refused") == 11
+    assert "getpid 2" in result.output  # ordinary calls work; the code is pid 2 of its own
+
+
+def test_the_grader_s_keyring_is_out_of_reach(scratch):
+    """Can code read a secret key that the grader's user holds in its kernel keyring?"""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = uuid.uuid4().hex.encode()
+    key = libc.syscall(248, b"user", b"grader-test-secret", value, len(value), -4)
+    if key < 0:
+        pytest.fail(f"add_key failed on the host: {os.strerror(ctypes.get_errno())}")
+    try:
+        result = run_py(
+            scratch,
+            """
+            import ctypes, os
+            libc = ctypes.CDLL(None, use_errno=True)
+            for ring in (-4, -5, -3):  # user, user session, session keyrings
+                k = libc.syscall(250, 10, ring, b"user", b"grader-test-secret", 0)
+                buf = ctypes.create_string_buffer(100)
+                n = libc.syscall(250, 11, k, buf, 100) if k > 0 else -1
+                print("key", k, buf.raw[: max(n, 0)])
+            """,
+        )
+    finally:
+        libc.syscall(250, 3, key)  # KEYCTL_REVOKE
+    assert value.decode() not in result.output
+    assert result.output.count("key -1") == 3, result.output
+
+
 # --------------------------------------------------------------------------------------
 # Network
 
@@ -477,6 +528,25 @@ def test_one_huge_allocation_fails_inside(scratch):
     assert "ALLOCATED" not in result.output
 
 
+def test_memory_that_no_process_maps_is_counted(scratch):
+    """Is memory hidden from every RSS (a memfd written, never mapped) killed at the limit?"""
+    result = run_py(
+        scratch,
+        """
+        import os
+        block = b"x" * 2**20
+        fds = []
+        while True:
+            fd = os.memfd_create("hoard")
+            for _ in range(32):
+                os.write(fd, block)
+            fds.append(fd)
+        """,
+        limits=Limits(wall_seconds=20, step_seconds=None, memory_mb=256, file_mb=64),
+    )
+    assert result.killed and result.killed.startswith("out of memory:"), result
+
+
 def test_infinite_loop_hits_the_wall_timeout(scratch):
     """Is an endless loop killed at the wall-clock limit?"""
     token = f"loop-{uuid.uuid4().hex}"
@@ -629,6 +699,26 @@ def test_an_inode_flood_is_stopped(scratch):
     assert result.killed and result.killed.startswith("scratch full:"), result
 
 
+def test_folders_nested_too_deep_to_walk_are_stopped_and_can_be_emptied(scratch):
+    """Does a tree nested past PATH_MAX, to hide files from a walk, get caught and removed?"""
+    result = run_py(
+        scratch,
+        """
+        import os
+        fd = os.open(".", os.O_RDONLY)
+        for i in range(100_000):
+            os.mkdir("d" * 200, dir_fd=fd)
+            fd = os.open("d" * 200, os.O_RDONLY, dir_fd=fd)
+            with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd), "wb") as f:
+                f.write(b"x" * 65536)
+        """,
+        limits=Limits(wall_seconds=20, step_seconds=None, scratch_mb=512),
+    )
+    assert result.killed and result.killed.startswith("scratch full:"), result
+    sandbox.empty_scratch(scratch)
+    assert list(scratch.iterdir()) == []
+
+
 # --------------------------------------------------------------------------------------
 # Nothing outlives the run
 
@@ -668,8 +758,9 @@ def test_a_double_forked_daemon_dies_with_the_run(scratch, cgroups):
     assert survivors(token) == []
 
 
-def test_a_killed_grader_takes_its_sandbox_with_it(tmp_path):
-    """If the grader itself is killed, does its sandbox (and a daemon in it) die too?"""
+@pytest.mark.parametrize("when", ["while bwrap starts", "while the code runs"])
+def test_a_killed_grader_takes_its_sandbox_with_it(tmp_path, when):
+    """If the grader itself is killed, early or late, does its sandbox (and a daemon) die?"""
     token = f"orphan-{uuid.uuid4().hex}"
     scratch = tmp_path / "s"
     scratch.mkdir()
@@ -683,7 +774,12 @@ def test_a_killed_grader_takes_its_sandbox_with_it(tmp_path):
                 sys.path.insert(0, sys.argv[1])
                 from grader.sandbox import Sandbox, Limits
                 box = Sandbox(readonly={}, scratch=sys.argv[2], limits=Limits(wall_seconds=60))
-                code = "import os, time\\nif os.fork() == 0:\\n    os.setsid()\\n    time.sleep(60)\\ntime.sleep(60)"
+                code = (
+                    "import os, time\\n"
+                    "open('/scratch/started', 'w').close()\\n"
+                    "if os.fork() == 0:\\n    os.setsid()\\n    time.sleep(60)\\n"
+                    "time.sleep(60)"
+                )
                 box.run([sys.executable, "-c", code, sys.argv[3]])
                 """
             ),
@@ -694,9 +790,18 @@ def test_a_killed_grader_takes_its_sandbox_with_it(tmp_path):
     )
     try:
         deadline = time.monotonic() + 10
-        while len(survivors(token)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(survivors(token)) >= 2
+        if when == "while bwrap starts":
+            # Kill the grader as soon as bwrap exists: before it placed the sandbox in its
+            # cgroups and set its rlimits, the code must not run at all.
+            while time.monotonic() < deadline:
+                if any(p.name() == "bwrap" for p in psutil.Process(grader.pid).children()):
+                    break
+                time.sleep(0.001)
+        else:
+            while not (scratch / "started").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            assert len(survivors(token)) >= 4  # grader, bwrap, its init, the code, a daemon
     finally:
         grader.kill()
         grader.wait()
@@ -707,6 +812,9 @@ def test_a_killed_grader_takes_its_sandbox_with_it(tmp_path):
     for p in left:
         p.kill()
     assert left == []
+    if when == "while bwrap starts":
+        time.sleep(0.3)
+        assert not (scratch / "started").exists(), "the code ran without its limits"
 
 
 # --------------------------------------------------------------------------------------
@@ -790,7 +898,8 @@ def test_scratch_is_private_on_the_host(scratch):
     """Is a setuid file made in scratch out of reach of other host users?"""
     result = run_py(
         scratch,
-        "import os, shutil\nshutil.copy('/bin/true', 'suid')\nos.chmod('suid', 0o4755)",
+        "import os, shutil\nshutil.copy('/bin/true', 'suid')\nos.chmod('suid', 0o4755)\n"
+        "os.chmod('/scratch', 0o777)",
     )
     assert result.returncode == 0, result.output
     assert scratch.stat().st_mode & 0o077 == 0
