@@ -40,14 +40,21 @@ import psutil
 
 from . import submissions
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
-from .course import ASSIGNMENT, NOTEBOOK
+from .course import (
+    ASSIGNMENT,
+    BIN,
+    NOTEBOOK,
+    db_url,
+    grade_cells,
+    nbgrader,
+    release_notebook_path,
+)
 from .execute import STATUS_FILE
 
 # Seconds and MiB beyond the student's limits for nbgrader itself and the checker.
 OVERHEAD_SECONDS = 300
 CHECKER_MEMORY_MB = 4096
 
-BIN = pathlib.Path(sys.executable).parent
 
 GRADED = "graded"
 
@@ -57,45 +64,11 @@ GRADED = "graded"
 # --------------------------------------------------------------------------------------
 
 
-def nbgrader(args, cwd, log=None, timeout=600, env=None):
-    """Run an nbgrader command in ``cwd``; return the CompletedProcess."""
-    env = dict(env or os.environ)
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # nbgrader calls alembic
-    result = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args],
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if log is not None:
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"$ nbgrader {' '.join(args)}\n{result.stdout}\n")
-    return result
-
-
-def db_url(course: pathlib.Path) -> str:
-    return f"sqlite:///{course / 'gradebook.db'}"
-
-
-def grade_cells(course: pathlib.Path) -> list[tuple[str, float]]:
-    """Return ``[(grade_id, max points)]`` in notebook order, from the release notebook."""
-    release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
-    cells = []
-    for cell in release.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade"):
-            cells.append((meta["grade_id"], float(meta["points"])))
-    return cells
-
-
 def prepare_course(course: pathlib.Path) -> None:
     """Make sure the gradebook knows the assignment and the release exists."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    release = course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    release = release_notebook_path(course)
     try:
         with Gradebook(db_url(course)) as gradebook:
             known = bool(gradebook.find_notebook(NOTEBOOK, ASSIGNMENT).grade_cells)
@@ -438,8 +411,8 @@ def run(
     if not found:
         raise SystemExit(f"No submissions found in {submissions_path}.")
     prepare_course(course)
-    cells = grade_cells(course)
-    release = nbformat.read(course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    release = nbformat.read(release_notebook_path(course), as_version=4)
+    cells = grade_cells(release)
 
     results, todo = {}, []
     for sub in found:

@@ -20,8 +20,10 @@ autograded notebook as ``grading.json`` and logged.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 
+import nbformat
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -82,22 +84,23 @@ class SandboxedExecute(NbGraderPreprocessor):
     ).tag(config=True)
     seconds = Float(0.0)
 
-    def _learner_files(self, assignment: str) -> tuple[list[str], str]:
-        """The files nbgrader copies next to a submission: the source folder's, no notebook."""
+    def _source(self, assignment: str, notebook: str):
+        """The master notebook, and the learner files nbgrader copies beside a submission."""
         coursedir = CourseDirectory(config=self.config)
         source = coursedir.format_path(coursedir.source_directory, ".", assignment)
-        return find_all_files(source, coursedir.ignore + ["*.ipynb"]), source
+        master = nbformat.read(os.path.join(source, f"{notebook}.ipynb"), as_version=4)
+        return master, find_all_files(source, coursedir.ignore + ["*.ipynb"]), source
 
     def preprocess(self, nb, resources):
         info = resources.get("nbgrader", {})
-        files, root = self._learner_files(info.get("assignment", ""))
+        master, files, root = self._source(info.get("assignment", ""), info.get("notebook", ""))
         options = grading.Options(
             step_seconds=self.timeout,
             total_seconds=self.total_timeout,
             memory_mb=self.memory_mb,
             sandboxed=self.sandbox,
         )
-        outcome = grading.grade(nb, files, root, options)
+        outcome = grading.grade(nb, master, files, root, options)
         for cell in nb.cells:
             name = grade_id(cell)
             if cell.cell_type != "code":

@@ -374,12 +374,15 @@ def _check(steps, work, records, missing, options):
     return by_cell
 
 
-def grade(notebook, learner_files, root, options: Options = Options()) -> Outcome:
-    """Grade ``notebook`` with the learner files (paths under ``root``); see the module doc."""
+def grade(notebook, master, learner_files, root, options: Options = Options()) -> Outcome:
+    """Grade ``notebook`` against ``master`` with the learner files (paths under ``root``).
+
+    The set-up and test cells come from the master (see ``plan.steps``).
+    """
     if options.sandboxed:
         sandbox.check_available()
     started = time.monotonic()
-    steps = plan.steps(notebook)
+    steps = plan.steps(master, notebook)
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="alpaca-grade-") as temp:
         work = pathlib.Path(temp)

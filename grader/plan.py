@@ -100,16 +100,29 @@ def test_calls(source: str) -> list[TestCall]:
     return calls
 
 
-def steps(notebook) -> list[Step]:
-    """Return what grading runs, in notebook order: set-up, answer and test cells."""
+def steps(master, submission=None) -> list[Step]:
+    """Return what grading runs, in the master's order: set-up, answer and test cells.
+
+    The set-up and test cells come from ``master``: a learner who edits or deletes
+    them changes nothing. The answer cells come from ``submission`` (by grade_id;
+    a deleted one is left out) or, without it, from ``master`` itself.
+    """
+    answers = {}
+    for cell in (submission or master).cells:
+        meta = nbgrader_meta(cell)
+        if cell.cell_type == "code" and meta.get("solution") and meta.get("grade_id"):
+            answers.setdefault(meta["grade_id"], cell.source)
     found = []
-    for cell in notebook.cells:
+    for cell in master.cells:
         meta = nbgrader_meta(cell)
         if cell.cell_type != "code" or not meta.get("grade_id"):
             continue
         grade_id = meta["grade_id"]
         if meta.get("grade") and not meta.get("solution"):
             found.append(Step(grade_id, None, tuple(test_calls(cell.source))))
-        elif meta.get("solution") or grade_id in SETUP_CELLS:
+        elif meta.get("solution"):
+            if grade_id in answers:
+                found.append(Step(grade_id, answers[grade_id]))
+        elif grade_id in SETUP_CELLS:
             found.append(Step(grade_id, cell.source))
     return found

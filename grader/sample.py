@@ -24,7 +24,7 @@ import build  # noqa: E402
 
 def make_course(dest: pathlib.Path) -> pathlib.Path:
     """Make a course in ``dest`` from the real one, and run generate_assignment in it."""
-    from .batch import nbgrader
+    from .course import nbgrader
 
     dest = build.copy_course(pathlib.Path(dest))
     source = dest / "source" / ASSIGNMENT
