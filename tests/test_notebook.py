@@ -26,11 +26,11 @@ def executed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_solution_reaches_the_accuracy_band(executed):
-    """Does fine-tuning reach at least 0.85 validation accuracy (measured: 0.89-0.94)?"""
+    """Do both phases reach their accuracy bands (measured here: 0.88 frozen, 0.94 fine-tuned)?"""
     _, metrics, _ = executed
     assert metrics["epochs"] == 10
-    assert 0.60 <= metrics["val_accuracy_frozen"] <= 1.0, metrics["val_accuracy_frozen"]
-    assert metrics["val_accuracy_fine_tuned"] >= 0.85, metrics["history"]
+    assert 0.75 <= metrics["val_accuracy_frozen"] <= 1.0, metrics["val_accuracy_frozen"]
+    assert metrics["val_accuracy_fine_tuned"] >= 0.88, metrics["history"]
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
 """`trainable` vs `training`: the notebook's claims, checked on the installed Keras.
 
-The probe in utils.py measures what `layer.trainable` and the call-time
+The probe in trainable_training.py measures what `layer.trainable` and the call-time
 `training` argument do to BatchNormalization (BN) and Dropout. These tests check
 three things against each other:
 
-- the live measurement (`utils.probe_trainable_training()`);
-- the answers in `utils.CLAIMS`, per Keras version range;
+- the live measurement (`trainable_training.probe()`);
+- the answers in `trainable_training.CLAIMS`, per Keras version range;
 - the claims tables in the master notebook and in docs/trainable-vs-training.md.
 
 Version-dependent expectations are keyed on the Keras version: on 3.0 to 3.15,
@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import trainable_training  # noqa: E402
 import utils  # noqa: E402
 
 NOTEBOOK = (
@@ -58,7 +59,7 @@ def keras(tf):
 
 @pytest.fixture(scope="module")
 def keras_range(keras):
-    found = utils.keras_version_range(keras.__version__)
+    found = trainable_training.keras_version_range(keras.__version__)
     if found is None:
         pytest.skip(f"The claims cover Keras 3 only; this is Keras {keras.__version__}.")
     return found
@@ -66,7 +67,7 @@ def keras_range(keras):
 
 @pytest.fixture(scope="module")
 def table():
-    return utils.probe_trainable_training()
+    return trainable_training.probe()
 
 
 def read_claims_table(text: str) -> dict:
@@ -89,12 +90,12 @@ def read_claims_table(text: str) -> dict:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         assert len(cells) == 3, f"claims table row with {len(cells)} cells: {line!r}"
         question, *answers = cells
-        claims[question] = dict(zip(utils.KERAS_RANGES, (a.lower() for a in answers)))
+        claims[question] = dict(zip(trainable_training.KERAS_RANGES, (a.lower() for a in answers)))
     return claims
 
 
 def claims_in_utils() -> dict:
-    return {question: dict(answers) for question, answers, _ in utils.CLAIMS}
+    return {question: dict(answers) for question, answers, _ in trainable_training.CLAIMS}
 
 
 def fit_one_step(model, x, y):
@@ -119,29 +120,30 @@ def test_probe_covers_every_combination(table):
     """Does the probe measure BN and Dropout for every trainable x training x fit/predict?"""
     for layer in ("BatchNormalization", "Dropout"):
         combinations = {
-            (r["trainable"], r["training"], r["phase"]) for r in utils.probe_rows(table, layer)
+            (r["trainable"], r["training"], r["phase"])
+            for r in trainable_training.probe_rows(table, layer)
         }
         assert combinations == {
             (trainable, training, phase)
             for trainable in (True, False)
-            for training in utils.PROBE_TRAINING_VALUES
-            for phase in utils.PROBE_PHASES
+            for training in trainable_training.PROBE_TRAINING_VALUES
+            for phase in trainable_training.PROBE_PHASES
         }
     assert len(table["rows"]) == 24
 
 
 def test_claims_hold_on_installed_keras(table, keras_range):
-    """Does every answer in utils.CLAIMS for this Keras match the live probe?"""
-    assert utils.check_claims(table, keras_range) == []
+    """Does every answer in trainable_training.CLAIMS for this Keras match the live probe?"""
+    assert trainable_training.check_claims(table, keras_range) == []
 
 
 def test_notebook_claims_table_is_utils_claims():
-    """Does the notebook's claims table say exactly what utils.CLAIMS says?"""
+    """Does the notebook's claims table say exactly what trainable_training.CLAIMS says?"""
     assert read_claims_table(NOTEBOOK.read_text(encoding="utf-8")) == claims_in_utils()
 
 
 def test_docs_claims_table_is_utils_claims():
-    """Does docs/trainable-vs-training.md's claims table say exactly what utils.CLAIMS says?"""
+    """Does docs/trainable-vs-training.md's claims table say exactly what trainable_training.CLAIMS says?"""
     assert read_claims_table(DOCS.read_text(encoding="utf-8")) == claims_in_utils()
 
 
@@ -149,7 +151,7 @@ def test_docs_claims_table_is_utils_claims():
 def test_prose_matches_measurement(path, table, keras_range):
     """Does each answer in the prose, for this Keras, match the live probe?"""
     prose = read_claims_table(path.read_text(encoding="utf-8"))
-    measured = {question: measure(table) for question, _, measure in utils.CLAIMS}
+    measured = {question: measure(table) for question, _, measure in trainable_training.CLAIMS}
     stated = {question: answers[keras_range] for question, answers in prose.items()}
     assert stated == measured
 
@@ -157,11 +159,13 @@ def test_prose_matches_measurement(path, table, keras_range):
 def test_edited_prose_is_caught(table, keras_range):
     """Does flipping one answer in the notebook's claims table make the check fail?"""
     text = NOTEBOOK.read_text(encoding="utf-8")
-    question, answers, measure = utils.CLAIMS[2]
-    column = utils.KERAS_RANGES.index(keras_range)
-    row = "| " + " | ".join([question] + [answers[r] for r in utils.KERAS_RANGES]) + " |"
+    question, answers, measure = trainable_training.CLAIMS[2]
+    column = trainable_training.KERAS_RANGES.index(keras_range)
+    row = (
+        "| " + " | ".join([question] + [answers[r] for r in trainable_training.KERAS_RANGES]) + " |"
+    )
     assert row in text, f"the notebook lacks the row {row!r}"
-    flipped = [answers[r] for r in utils.KERAS_RANGES]
+    flipped = [answers[r] for r in trainable_training.KERAS_RANGES]
     flipped[column] = "yes" if flipped[column] == "no" else "no"
     edited = text.replace(row, "| " + " | ".join([question] + flipped) + " |")
     prose = read_claims_table(edited)
@@ -174,8 +178,8 @@ def test_wrong_claim_is_reported(table, keras_range):
     for row in rows:
         if row["layer"] == "BatchNormalization" and not row["trainable"]:
             row["statistics"] = "batch"
-    mismatches = utils.check_claims({**table, "rows": rows}, keras_range)
-    assert [question for question, _, _ in mismatches] == [utils.CLAIMS[0][0]]
+    mismatches = trainable_training.check_claims({**table, "rows": rows}, keras_range)
+    assert [question for question, _, _ in mismatches] == [trainable_training.CLAIMS[0][0]]
 
 
 def test_docs_show_the_table_of_this_keras(table):
@@ -184,20 +188,20 @@ def test_docs_show_the_table_of_this_keras(table):
     Only checked when the docs were measured on the installed version.
     """
     text = DOCS.read_text(encoding="utf-8")
-    printed = utils.format_probe_table(table)
+    printed = trainable_training.format_table(table)
     if f"Measured on Keras {table['keras']} " not in text:
         pytest.skip(f"docs/trainable-vs-training.md was not measured on Keras {table['keras']}")
-    assert printed in text, "regenerate the table in the docs with `python -m utils`"
+    assert printed in text, "regenerate the table in the docs with `python -m trainable_training`"
 
 
 def test_keras_version_ranges():
     """Are Keras versions sorted into the right column, dev versions included?"""
-    assert utils.keras_version_range("3.0.0") == "3.0 to 3.15"
-    assert utils.keras_version_range("3.15.1") == "3.0 to 3.15"
-    assert utils.keras_version_range("3.16.0.dev2026112403") == "3.16 and later"
-    assert utils.keras_version_range("3.20.0") == "3.16 and later"
-    assert utils.keras_version_range("4.0.0") == "3.16 and later"
-    assert utils.keras_version_range("2.21.0") is None
+    assert trainable_training.keras_version_range("3.0.0") == "3.0 to 3.15"
+    assert trainable_training.keras_version_range("3.15.1") == "3.0 to 3.15"
+    assert trainable_training.keras_version_range("3.16.0.dev2026112403") == "3.16 and later"
+    assert trainable_training.keras_version_range("3.20.0") == "3.16 and later"
+    assert trainable_training.keras_version_range("4.0.0") == "3.16 and later"
+    assert trainable_training.keras_version_range("2.21.0") is None
 
 
 # --------------------------------------------------------------------------

@@ -40,6 +40,7 @@ LEARNER_NOTEBOOK = ROOT / f"{ASSIGNMENT}.ipynb"
 # RENAMED. Everything in images/ is added to these.
 LEARNER_FILES = [
     "utils.py",
+    "trainable_training.py",
     "test_utils.py",
     "public_tests.py",
     "requirements.txt",

@@ -1,0 +1,1 @@
+../../../trainable_training.py
