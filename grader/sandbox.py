@@ -70,20 +70,24 @@ STEP_MARKER = "\x1e@step "
 _MARK = STEP_MARKER.encode()
 
 SCRATCH = "/scratch"
-# The command runs behind this gate: bwrap's --block-fd lets it go on EOF too (when the grader
-# dies before it placed the sandbox in its cgroups and set its rlimits), so the command itself
-# refuses to start unless the rlimits are there (they are set after the cgroups).
+# The command runs behind this gate, a shell that waits for the line "go" on its stdin, which
+# the grader writes once the sandbox is in its cgroups and under its rlimits. bwrap's
+# --block-fd (which holds the sandbox's init until then) lets it go on EOF too, when the grader
+# dies at that moment: the gate then refuses to run the code (fail closed).
 _GATE = (
-    'case "$(ulimit -t)" in unlimited) '
-    'echo "sandbox: its limits were not applied; refusing to run" >&2; exit 125;; esac; '
+    'read -r go && [ "$go" = go ] || '
+    '{ echo "sandbox: its limits were not applied; refusing to run" >&2; exit 125; }; '
     'exec "$@"'
 )
+_GO = b"go\n"
 # Folders inside scratch that stand for /tmp, /dev/shm and $HOME.
 _TMP, _SHM, _HOME = ".tmp", ".shm", ".home"
 
 # Watchdog periods (seconds): limits checks, and the slowest scratch walk allowed.
 _WATCH_PERIOD = 0.1
 _SCRATCH_PERIOD = 0.5
+# How often the file system's usage is looked at between two walks of scratch.
+_QUICK_PERIOD = 0.02
 # Most processes the watchdog looks at one by one in one check.
 _MAX_WATCHED = 2000
 # Steps kept, and the length of one step's payload.
@@ -855,6 +859,62 @@ def _remove(top: int, name: str) -> None:
                 os.close(fd)
 
 
+def _fs_used(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+class _ScratchWatch:
+    """Walks scratch every _SCRATCH_PERIOD, and sooner when its file system fills fast.
+
+    A walk costs time with many files, so between walks the disk usage of the whole file
+    system (one statvfs) stands for the growth of scratch: it overestimates (other writers
+    count too), and only ever triggers a walk, never a kill by itself.
+    """
+
+    def __init__(self, root: Path, limits: Limits):
+        self.root = root
+        self.limits = limits
+        self.size = 0
+        self.fs_at_scan = _fs_used(root)
+        self.took = 0.0
+        self.last = 0.0
+        self.next_scan = time.monotonic() + 0.2
+        self.next_quick = 0.0
+
+    def growing(self, now: float) -> bool:
+        if now < self.next_quick:
+            return False
+        self.next_quick = now + _QUICK_PERIOD
+        if now - self.last < max(_QUICK_PERIOD, 10 * self.took):
+            return False
+        grown = _fs_used(self.root) - self.fs_at_scan
+        return self.size + grown > self.limits.scratch_mb * 2**20
+
+    def scan(self, now: float) -> str | None:
+        lim = self.limits
+        fs = _fs_used(self.root)
+        try:
+            self.size, entries = _scratch_usage(self.root, lim.scratch_files)
+        except RecursionError as error:
+            return f"scratch full: {error}"
+        self.fs_at_scan = fs
+        self.last = time.monotonic()
+        self.took = self.last - now
+        self.next_scan = self.last + max(_SCRATCH_PERIOD, 10 * self.took)
+        if self.size > lim.scratch_mb * 2**20:
+            return f"scratch full: the scratch folder holds more than {lim.scratch_mb} MB"
+        if entries > lim.scratch_files:
+            return (
+                f"scratch full: the scratch folder holds more than {lim.scratch_files} "
+                "files and folders"
+            )
+        return None
+
+
 def read_artifact(scratch: Path, relative: str, max_bytes: int) -> bytes:
     """Read a regular file that sandboxed code left in scratch, without trusting it.
 
@@ -1103,7 +1163,7 @@ class Sandbox:
                     *self._gate(),
                     *argv,
                 ],
-                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdin=subprocess.PIPE if input is not None or self._gate() else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 pass_fds=tuple(fd for fd in (info_w, block_r, seccomp_r) if fd >= 0),
@@ -1192,7 +1252,7 @@ class Sandbox:
         stdout_fd = proc.stdout.fileno()
         os.set_blocking(stdout_fd, False)
         sel.register(stdout_fd, selectors.EVENT_READ)
-        pending_input = memoryview(input or b"")
+        pending_input = memoryview((_GO if self._gate() else b"") + (input or b""))
         if proc.stdin is not None:
             stdin_fd = proc.stdin.fileno()
             os.set_blocking(stdin_fd, False)
@@ -1205,6 +1265,7 @@ class Sandbox:
         markers = 0
         next_watch = time.monotonic()
         next_scratch = time.monotonic() + 0.2
+        scratch = _ScratchWatch(self.scratch, lim)
         peak = 0
         eof = False
         exited_at: float | None = None
@@ -1212,7 +1273,7 @@ class Sandbox:
             while True:
                 now = time.monotonic()
                 wake = min(deadline, next_watch, step_deadline or deadline)
-                for key, _ in sel.select(max(0.0, min(wake - now, _WATCH_PERIOD))):
+                for key, _ in sel.select(max(0.0, min(wake - now, _QUICK_PERIOD))):
                     if key.fd == stdout_fd:
                         try:
                             data = os.read(stdout_fd, 1 << 16)
@@ -1263,24 +1324,11 @@ class Sandbox:
                     peak = max(peak, used)
                     if why:
                         return why, peak
-                if now >= next_scratch:
-                    try:
-                        size, entries = _scratch_usage(self.scratch, lim.scratch_files)
-                    except RecursionError as error:
-                        return f"scratch full: {error}", peak
-                    took = time.monotonic() - now
-                    next_scratch = time.monotonic() + max(_SCRATCH_PERIOD, 10 * took)
-                    if size > lim.scratch_mb * 2**20:
-                        return (
-                            f"scratch full: the scratch folder holds more than {lim.scratch_mb} MB",
-                            peak,
-                        )
-                    if entries > lim.scratch_files:
-                        return (
-                            "scratch full: the scratch folder holds more than "
-                            f"{lim.scratch_files} files and folders",
-                            peak,
-                        )
+                if now >= next_scratch or scratch.growing(now):
+                    why = scratch.scan(now)
+                    next_scratch = scratch.next_scan
+                    if why:
+                        return why, peak
         finally:
             sel.close()
 
