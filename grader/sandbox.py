@@ -1175,26 +1175,34 @@ class Sandbox:
                     os.close(fd)
             info_w = block_r = seccomp_r = -1
             init_pid = _read_child_pid(info_r, proc)
-            # The sandbox's init waits on block_fd: put it and bwrap in the cgroups and
-            # under the rlimits before it starts the command.
-            for pid in (proc.pid, init_pid):
-                if pid is None:
-                    continue
-                if cg is not None:
-                    with contextlib.suppress(OSError):
-                        cg.add(pid)
-                for which, value in self._rlimits(nproc):
-                    # CPU: SIGXCPU at the soft limit, SIGKILL 2 s later if it is ignored.
-                    hard = value + 2 if which == resource.RLIMIT_CPU else value
-                    with contextlib.suppress(OSError, ValueError):
-                        resource.prlimit(pid, which, (value, hard))
             init_ctime = _create_time(init_pid)
+            if init_pid is None or init_ctime is None:
+                # bwrap failed before its sandbox existed (its message is in the output):
+                # the gate never gets its "go", so nothing runs.
+                go = False
+            else:
+                # The sandbox's init waits on block_fd: put it in the cgroups and under the
+                # rlimits before it starts the command, which inherits both. A failure here
+                # raises, and the finally below kills the sandbox.
+                try:
+                    if cg is not None:
+                        cg.add(init_pid)
+                    for which, value in self._rlimits(nproc):
+                        # CPU: SIGXCPU at the soft limit, SIGKILL 2 s later if it is ignored.
+                        hard = value + 2 if which == resource.RLIMIT_CPU else value
+                        now_hard = resource.prlimit(init_pid, which)[1]
+                        if now_hard != resource.RLIM_INFINITY:  # cannot be raised unprivileged
+                            value, hard = min(value, now_hard), min(hard, now_hard)
+                        resource.prlimit(init_pid, which, (value, hard))
+                    go = True
+                except ProcessLookupError:
+                    go = False  # bwrap's set-up failed and its init is gone
             with contextlib.suppress(OSError):
                 os.write(block_w, b"go")
             os.close(block_w)
             block_w = -1
 
-            killed, peak = self._watch(proc, init_pid, cg, out, input, start)
+            killed, peak = self._watch(proc, init_pid, cg, out, input if go else None, start, go)
             if killed:
                 self._kill(proc, init_pid, init_ctime, cg)
             try:
@@ -1244,6 +1252,7 @@ class Sandbox:
         out: _Output,
         input: bytes | None,
         start: float,
+        go: bool = True,
     ) -> tuple[str | None, int]:
         """Pump output and input, and check the limits, until the sandbox ends or must die."""
         lim = self.limits
@@ -1252,7 +1261,7 @@ class Sandbox:
         stdout_fd = proc.stdout.fileno()
         os.set_blocking(stdout_fd, False)
         sel.register(stdout_fd, selectors.EVENT_READ)
-        pending_input = memoryview((_GO if self._gate() else b"") + (input or b""))
+        pending_input = memoryview((_GO if self._gate() and go else b"") + (input or b""))
         if proc.stdin is not None:
             stdin_fd = proc.stdin.fileno()
             os.set_blocking(stdin_fd, False)

@@ -110,6 +110,14 @@ def test_program_runs_and_its_output_exit_code_and_steps_come_back(scratch):
     assert result.seconds < 10
 
 
+def test_a_sandbox_that_cannot_start_says_why(scratch):
+    """Does a run whose set-up fails come back with bwrap's message, not an exception?"""
+    box = Sandbox(readonly={}, scratch=scratch, limits=FAST, cwd="/no/such/folder")
+    result = box.run(["/bin/true"])
+    assert result.returncode not in (0, None)
+    assert "/no/such/folder" in result.output
+
+
 def test_readonly_binds_are_visible_and_tmp_home_point_into_scratch(scratch, tmp_path):
     """Does code see the given binds, and do /tmp, /dev/shm and $HOME land in scratch?"""
     data = tmp_path / "data"
