@@ -1,13 +1,19 @@
 """Benchmark the batch autograder (prints a table; nothing here is a test).
 
-    python benchmarks/bench_autograde.py [--n 20] [--workers 1 2]
+    python benchmarks/bench_autograde.py [--n 20] [--workers 1 2] [--anchor N]
 
-Builds a temporary course from the master, hands in N copies of the solution, and
-grades them with `grader.batch` once per worker count. Prints, per run: the wall
-time, the median seconds per submission (one autograde + feedback, measured inside
-the worker), the throughput, and the peak resident memory of one worker's process
-tree (nbgrader + kernel). Timings on a shared machine are noisy: the load average
-is printed with them.
+Builds a temporary course from the master and hands in N copies of the solution.
+In one run it measures:
+
+- the anchor: plain ``nbgrader autograde`` of ``--anchor`` of them, one after the
+  other, with nbgrader's own pipeline (``Execute`` runs every cell of the notebook
+  in a kernel beside nbgrader, as the course did before the sandbox);
+- ``grader.batch`` (sandboxed student run + separate checker) once per worker count.
+
+Prints, per run: the wall time, the median seconds per submission (one autograde,
+measured inside the worker), the throughput, the peak resident memory of one
+worker's process tree, and the ratios to the anchor. Timings on a shared machine
+are noisy: the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,12 +30,73 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from grader import batch, sample  # noqa: E402
+from grader.course import ASSIGNMENT  # noqa: E402
+
+# A course config with nbgrader's own autograde pipeline (Execute), for the anchor.
+PLAIN_CONFIG = """
+c = get_config()
+load_subconfig({course!r})
+from nbgrader.converters.autograde import Autograde
+c.Autograde.autograde_preprocessors = Autograde.class_traits()[
+    "autograde_preprocessors"
+].default_value
+c.Execute.timeout = 300
+"""
+
+
+def plain_nbgrader(course: pathlib.Path, folder: pathlib.Path, count: int) -> dict:
+    """Autograde ``count`` submissions with plain nbgrader, one process after the other."""
+    import psutil
+
+    plain = folder / "plain"
+    (plain / "source").mkdir(parents=True)
+    (plain / "source" / ASSIGNMENT).symlink_to(course / "source" / ASSIGNMENT)
+    for name in ("gradebook.db",):
+        (plain / name).write_bytes((course / name).read_bytes())
+    (plain / "nbgrader_config.py").write_text(
+        PLAIN_CONFIG.format(course=str(course / "nbgrader_config.py"))
+    )
+    seconds, peaks = [], []
+    start = time.monotonic()
+    for i in range(count):
+        student = f"student{i:02d}"
+        submitted = plain / "submitted" / student
+        submitted.mkdir(parents=True)
+        (submitted / ASSIGNMENT).symlink_to(folder / "in" / student / ASSIGNMENT)
+        began = time.monotonic()
+        process = psutil.Popen(
+            [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--student", student],
+            cwd=plain,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        peak = 0
+        while process.poll() is None:
+            try:
+                family = [process, *process.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in family))
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.25)
+        seconds.append(time.monotonic() - began)
+        peaks.append(peak / 2**20)
+    return {
+        "workers": "nbgrader autograde (anchor)",
+        "n": count,
+        "wall": time.monotonic() - start,
+        "median": statistics.median(seconds),
+        "peak_median": statistics.median(peaks),
+        "peak_max": max(peaks),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20, help="submissions per run (default 20)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--anchor", type=int, default=None, help="submissions for the anchor (default: --n)"
+    )
     args = parser.parse_args(argv)
     sample.environment()
 
@@ -39,6 +107,9 @@ def main(argv=None) -> int:
         solution = sample.solution_notebook(course)
         for i in range(args.n):
             sample.write_submission(tmp / "in", f"student{i:02d}", solution)
+        load = os.getloadavg()[0]
+        anchor = plain_nbgrader(course, tmp, args.anchor or args.n)
+        rows.append({**anchor, "load": load})
         for workers in args.workers:
             load = os.getloadavg()[0]
             start = time.monotonic()
@@ -61,7 +132,6 @@ def main(argv=None) -> int:
                     "n": len(results),
                     "wall": wall,
                     "median": statistics.median(r["autograde_seconds"] for r in graded),
-                    "median_all": statistics.median(r["seconds"] for r in graded),
                     "peak_median": statistics.median(r["peak_mb"] for r in graded),
                     "peak_max": max(r["peak_mb"] for r in results),
                     "load": load,
@@ -71,20 +141,27 @@ def main(argv=None) -> int:
     print()
     print(f"Batch autograde, {os.cpu_count()} cores (shared: timings are noisy)")
     print(
-        "| workers | submissions | wall s | autograde s/submission (median) "
-        "| with feedback (median) | submissions/min | peak MiB per worker (median / max) "
+        "| run | submissions | wall s | autograde s/submission (median) "
+        "| submissions/min | throughput vs anchor | peak MiB per worker (median / max) "
         "| load avg at start |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    anchor_rate = rows[0]["n"] / rows[0]["wall"]
     for r in rows:
-        print(
-            f"| {r['workers']} | {r['n']} | {r['wall']:.0f} | {r['median']:.1f} | "
-            f"{r['median_all']:.1f} | "
-            f"{60 * r['n'] / r['wall']:.2f} | {r['peak_median']:.0f} / {r['peak_max']:.0f} | "
-            f"{r['load']:.1f} |"
+        name = (
+            r["workers"]
+            if isinstance(r["workers"], str)
+            else f"grader.batch, {r['workers']} worker(s)"
         )
-    if len(rows) >= 2:
-        first, last = rows[0], rows[-1]
+        rate = r["n"] / r["wall"]
+        print(
+            f"| {name} | {r['n']} | {r['wall']:.0f} | {r['median']:.1f} | "
+            f"{60 * rate:.2f} | {rate / anchor_rate:.2f}x | "
+            f"{r['peak_median']:.0f} / {r['peak_max']:.0f} | {r['load']:.1f} |"
+        )
+    batches = rows[1:]
+    if len(batches) >= 2:
+        first, last = batches[0], batches[-1]
         print(
             f"\nWall time with {first['workers']} worker(s) / with {last['workers']}: "
             f"{first['wall'] / last['wall']:.2f}x"

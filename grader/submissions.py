@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import pathlib
 import re
 import shutil
@@ -33,6 +34,8 @@ class Submission:
     student: str
     notebook: pathlib.Path | None  # None when the student folder holds no notebook
     timestamp: pathlib.Path | None = None
+    source: str = ""  # where it was found, relative to the submissions folder
+    note: str = ""  # what the instructor should know: an id collision, several notebooks
 
 
 def student_id(name: str) -> str:
@@ -60,50 +63,111 @@ def _entries(folder: pathlib.Path) -> list[pathlib.Path]:
     return sorted(p for p in folder.iterdir() if p.name not in _SKIP and not p.name.startswith("."))
 
 
-def _wrapper(folder: pathlib.Path) -> pathlib.Path:
-    """Descend through single folders that are not a student's (e.g. ``submitted/``)."""
-    while True:
-        entries = _entries(folder)
-        if len(entries) != 1 or not entries[0].is_dir():
-            return folder
-        inner = _entries(entries[0])
-        one_student = (entries[0] / ASSIGNMENT).is_dir() or (
-            len([p for p in inner if p.suffix == ".ipynb"]) == 1
-            and not any(p.is_dir() for p in inner)
-        )
-        if one_student:
-            return folder
-        folder = entries[0]
-
-
-def _notebook_in(folder: pathlib.Path) -> pathlib.Path | None:
-    for candidate in (folder / ASSIGNMENT / f"{NOTEBOOK}.ipynb", folder / f"{NOTEBOOK}.ipynb"):
-        if candidate.is_file():
-            return candidate
-    found = sorted(
+def _notebooks(folder: pathlib.Path) -> list[pathlib.Path]:
+    return sorted(
         p for p in folder.rglob("*.ipynb") if not set(p.relative_to(folder).parts) & _SKIP
     )
-    return found[0] if found else None
+
+
+def _is_group(folder: pathlib.Path) -> bool:
+    """True for a folder of students (``submitted/``), not one student's folder.
+
+    A group has no assignment folder, and holds a student folder (a subfolder with
+    notebooks) beside at least one more student: another such folder or a notebook.
+    A folder with notebooks only directly inside is one student's.
+    """
+    if (folder / ASSIGNMENT).is_dir():
+        return False
+    entries = _entries(folder)
+    folders = [p for p in entries if p.is_dir() and _notebooks(p)]
+    files = [p for p in entries if p.suffix == ".ipynb"]
+    return bool(folders) and len(folders) + len(files) >= 2
+
+
+def _looks_like_a_student(folder: pathlib.Path) -> bool:
+    if _is_group(folder):
+        return False
+    return (folder / ASSIGNMENT).is_dir() or any(p.suffix == ".ipynb" for p in _entries(folder))
+
+
+def _students(folder: pathlib.Path, top: bool = True) -> list[pathlib.Path]:
+    """The entries that are students, each one folder or notebook.
+
+    Groups of student folders (``submitted/``) are opened at any depth. At the top,
+    a lone folder that is not a student's is a wrapper, and is opened too. Stray
+    files that are not notebooks (a README.txt that an export adds) are left out.
+    """
+    candidates = [p for p in _entries(folder) if p.is_dir() or p.suffix == ".ipynb"]
+    if top and len(candidates) == 1 and candidates[0].is_dir():
+        if not _looks_like_a_student(candidates[0]):
+            return _students(candidates[0], top=True)
+    found = []
+    for entry in candidates:
+        if entry.is_dir() and _is_group(entry):
+            found.extend(_students(entry, top=False))
+        else:
+            found.append(entry)
+    return found
+
+
+def _notebook_in(folder: pathlib.Path) -> tuple[pathlib.Path | None, str]:
+    """The notebook to grade in a student's folder, and a note when there was a choice."""
+    for candidate in (folder / ASSIGNMENT / f"{NOTEBOOK}.ipynb", folder / f"{NOTEBOOK}.ipynb"):
+        if candidate.is_file():
+            return candidate, ""
+    found = _notebooks(folder)
+    if len(found) > 1:
+        names = ", ".join(p.relative_to(folder).as_posix() for p in found)
+        return found[0], f"several notebooks ({names}): graded the first"
+    return (found[0] if found else None), ""
 
 
 def find(folder: pathlib.Path) -> list[Submission]:
-    """Return one `Submission` per student found in ``folder``, sorted by student id."""
-    found: dict[str, Submission] = {}
-    for entry in _entries(_wrapper(pathlib.Path(folder))):
+    """Return one `Submission` per student found in ``folder``, sorted by student id.
+
+    Ids come from the folder or file names. Two names that give one id (``a b`` and
+    ``a_b``, or ``alice/`` and ``alice.ipynb``) never share a row: the name that is
+    the id already keeps it, the other gets a suffix made from its path, and both
+    carry a note that says so.
+    """
+    folder = pathlib.Path(folder)
+    groups: dict[str, list[Submission]] = {}
+    for entry in _students(folder):
         if entry.is_dir():
-            notebook = _notebook_in(entry)
-        elif entry.suffix == ".ipynb":
-            notebook = entry
+            notebook, note = _notebook_in(entry)
         else:
-            continue
-        name = student_id(entry.stem if entry.is_file() else entry.name)
-        while name in found:  # "alice/" and "alice.ipynb", or names equal once cleaned
-            name += "_"
+            notebook, note = entry, ""
+        name = entry.name if entry.is_dir() else entry.stem
         timestamp = notebook.parent / "timestamp.txt" if notebook else None
-        found[name] = Submission(
-            name, notebook, timestamp if timestamp and timestamp.is_file() else None
+        submission = Submission(
+            student_id(name),
+            notebook,
+            timestamp if timestamp and timestamp.is_file() else None,
+            entry.relative_to(folder).as_posix(),
+            note,
         )
-    return [found[name] for name in sorted(found)]
+        groups.setdefault(submission.student, []).append(submission)
+    found = []
+    for student, group in groups.items():
+        if len(group) > 1:
+            # The folder named exactly like the id keeps it, then a file so named.
+            keeper = min(
+                group,
+                key=lambda s: (
+                    pathlib.PurePath(s.source).name != student,
+                    not (folder / s.source).is_dir(),
+                    s.source,
+                ),
+            )
+            others = ", ".join(repr(s.source) for s in group)
+            for submission in group:
+                if submission is not keeper:
+                    digest = hashlib.sha1(submission.source.encode()).hexdigest()[:6]
+                    submission.student = f"{student}-{digest}"
+                collision = f"id collision: {others} all give the id {student!r}"
+                submission.note = "; ".join(filter(None, [collision, submission.note]))
+        found.extend(group)
+    return sorted(found, key=lambda s: s.student)
 
 
 def read(path: pathlib.Path) -> nbformat.NotebookNode:

@@ -24,6 +24,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 import build
 from grader import batch, plan, sample, submissions
+from grader import course as course_module
 from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
 
@@ -150,6 +151,52 @@ def test_find_submissions_in_every_layout(tmp_path):
             handle.write(path, path.relative_to(tmp_path / "in"))
     unpacked = submissions.unpack(archive, tmp_path / "unzipped")
     assert [s.student for s in submissions.find(unpacked)] == ["ann", "bo_b", "cy", "dee"]
+
+
+def test_colliding_ids_keep_their_own_rows(tmp_path):
+    """Do "a b" and "a_b" keep one id each, shown with their source and a collision note?"""
+    for name in ("a b", "a_b", "alice"):
+        folder = tmp_path / name / ASSIGNMENT
+        folder.mkdir(parents=True)
+        (folder / f"{NOTEBOOK}.ipynb").write_text(name)
+    (tmp_path / "alice.ipynb").write_text("alice's file")
+    found = {s.source: s for s in submissions.find(tmp_path)}
+    assert sorted(found) == ["a b", "a_b", "alice", "alice.ipynb"]
+    ids = [s.student for s in found.values()]
+    assert len(set(ids)) == 4
+    assert found["a_b"].student == "a_b" and found["alice"].student == "alice"
+    assert found["a b"].student.startswith("a_b-")
+    assert found["alice.ipynb"].student.startswith("alice-")
+    assert found["a b"].notebook.read_text() == "a b"
+    for source in found:
+        assert found[source].note.startswith("id collision"), found[source]
+    # The same ids on every run: a re-run finds its own results again.
+    assert [s.student for s in submissions.find(tmp_path)] == sorted(ids)
+
+
+def test_wrapper_folder_beside_a_stray_file(tmp_path):
+    """Is a zip of submitted/<students> plus a README.txt at the top graded as its students?"""
+    for name in ("ann", "bob", "cy"):
+        folder = tmp_path / "in" / "submitted" / name / ASSIGNMENT
+        folder.mkdir(parents=True)
+        (folder / f"{NOTEBOOK}.ipynb").write_text(name)
+    (tmp_path / "in" / "README.txt").write_text("Exported by the learning platform")
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for path in (tmp_path / "in").rglob("*"):
+            handle.write(path, path.relative_to(tmp_path / "in"))
+    unpacked = submissions.unpack(archive, tmp_path / "unzipped")
+    found = submissions.find(unpacked)
+    assert [(s.student, s.source) for s in found] == [
+        ("ann", "submitted/ann"),
+        ("bob", "submitted/bob"),
+        ("cy", "submitted/cy"),
+    ]
+    assert [s.notebook.read_text() for s in found] == ["ann", "bob", "cy"]
+    # A group beside a lone student at the top: both are found, none merged.
+    (unpacked / "dave").mkdir()
+    (unpacked / "dave" / "mine.ipynb").write_text("dave")
+    assert [s.student for s in submissions.find(unpacked)] == ["ann", "bob", "cy", "dave"]
 
 
 def test_restore_deleted_cells_in_place():
@@ -393,7 +440,7 @@ def test_feedback_shows_no_hidden_test_code(graded):
 def test_nbgrader_export_matches_grades_csv(graded):
     """Does nbgrader export, on the course gradebook, give the same totals as grades.csv?"""
     course = graded["course"]
-    result = batch.nbgrader(["export", "--to", str(course / "export.csv")], cwd=course)
+    result = course_module.nbgrader(["export", "--to", str(course / "export.csv")], cwd=course)
     assert result.returncode == 0, result.stdout
     with open(course / "export.csv", newline="", encoding="utf-8") as handle:
         exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle)}
@@ -441,7 +488,7 @@ def test_nbgrader_validate_master_and_inverted_release(graded):
     course = graded["course"]
     master = course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     release = course / "release" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    result = batch.nbgrader(["validate", str(master)], cwd=course, timeout=900)
+    result = course_module.nbgrader(["validate", str(master)], cwd=course, timeout=900)
     assert "Success! Your notebook passes all the tests." in result.stdout, result.stdout[-3000:]
-    result = batch.nbgrader(["validate", "--invert", str(release)], cwd=course, timeout=900)
+    result = course_module.nbgrader(["validate", "--invert", str(release)], cwd=course, timeout=900)
     assert "Success! The notebook does not pass any tests." in result.stdout, result.stdout[-3000:]
