@@ -3,8 +3,11 @@
 The sandbox (one ``bwrap`` per run):
 
 - new user, pid, network, ipc, uts and cgroup namespaces (``--unshare-all``): no network at
-  all, not even loopback to the host; host processes are invisible and cannot be signalled;
-- all capabilities dropped, no new privileges, no nested user namespaces, a new session;
+  all, not even loopback to the host (the sandbox has its own ``lo``); host processes are
+  invisible and cannot be signalled; the host's keyrings are out of reach;
+- all capabilities dropped, no new privileges, no nested user namespaces, a new session, and a
+  seccomp filter (x86_64) that refuses io_uring, bpf, perf, userfaultfd, keyrings, ptrace, the
+  kernel log, modules and mounts;
 - a root filesystem that holds only the read-only binds it is given plus the Python runtime
   (:func:`python_runtime_binds`), a fresh ``/proc`` and a minimal ``/dev``; the root itself,
   ``/dev`` and every bind but the scratch folder are read-only;
@@ -12,22 +15,32 @@ The sandbox (one ``bwrap`` per run):
   ``$HOME`` are folders inside it, so that nothing the code writes lands in machine RAM;
 - a whole environment of the caller's choosing (``--clearenv``).
 
-Limits (:class:`Limits`) and how they are enforced:
+The grader talks to the code only through stdin, stdout/stderr (merged) and scratch.
 
-- memory of the whole sandbox: a memory cgroup when one is writable (cgroup v1 or v2), else a
-  watchdog that sums the resident memory of every process of the sandbox; plus ``RLIMIT_AS``
-  on every process;
+Limits (:class:`Limits`; ``Result.enforced`` and :func:`enforcement` say which are in force):
+
+- memory of the whole sandbox: a memory cgroup when one is writable (cgroup v1 or v2; it
+  counts memory no process maps, like a memfd), else a watchdog that sums the resident memory
+  of every process of the sandbox; plus ``RLIMIT_AS`` on every process;
 - processes and threads: a pids cgroup when one is writable, else a watchdog that counts the
-  sandbox's threads, plus ``RLIMIT_NPROC`` when not root (root ignores it);
-- CPU time per process: ``RLIMIT_CPU``; file size: ``RLIMIT_FSIZE``; no core dumps;
-- wall time, time between two step markers, scratch size and number of files: the
-  watchdog of :meth:`Sandbox.run`;
+  sandbox's processes and threads, plus ``RLIMIT_NPROC`` when not root (root ignores it);
+- CPU time per process: ``RLIMIT_CPU``, and the watchdog; file size: ``RLIMIT_FSIZE``;
+  no core dumps;
+- wall time, time between two step markers, scratch size, number of files and depth of
+  folders: the watchdog of :meth:`Sandbox.run` (scratch is walked through folder descriptors,
+  sooner when its file system fills fast);
 - output: read incrementally; the first and the last part are kept, the middle is dropped.
 
-Killing the sandbox kills the init process of its pid namespace, so the kernel kills every
-process it started, daemons and ``setsid`` children included; with a cgroup, the cgroup is then
-checked empty and removed. :func:`read_artifact` reads a file the code left in scratch without
-following symlinks and refuses anything that is not a small regular file.
+The sandbox's init is held (``--block-fd``) until it is in its cgroups and under its rlimits;
+the command itself runs behind a gate that waits for a "go" on stdin, so that if the grader
+dies in between, the code does not run at all. Killing the sandbox kills the init of its pid
+namespace, so the kernel kills every process it started, daemons and ``setsid`` children
+included; bwrap's ``--die-with-parent`` does the same when the grader dies. With a cgroup, the
+cgroup is then checked empty and removed.
+
+:func:`read_artifact` reads a file the code left in scratch without following symlinks and
+refuses anything that is not a small regular file; :func:`empty_scratch` empties scratch
+however deep or strange its tree.
 """
 
 from __future__ import annotations

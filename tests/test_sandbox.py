@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -911,6 +912,56 @@ def test_scratch_is_private_on_the_host(scratch):
     )
     assert result.returncode == 0, result.output
     assert scratch.stat().st_mode & 0o077 == 0
+
+
+def test_a_grader_that_is_not_root_still_enforces_its_limits(tmp_path):
+    """Without root (no cgroup), are a fork bomb and a memory bomb still stopped?"""
+    import shutil
+
+    system_python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    setpriv = shutil.which("setpriv")
+    site = [p for p in sys.path if p.endswith("site-packages") and Path(p, "psutil").is_dir()]
+    if os.geteuid() != 0 or not setpriv or not os.path.exists(system_python) or not site:
+        pytest.skip("needs root to switch to nobody, setpriv and a system Python like ours")
+    folder = Path(tempfile.mkdtemp(prefix="sandbox-nobody-", dir="/tmp"))
+    try:
+        folder.chmod(0o777)
+        script = folder / "run.py"
+        script.write_text(
+            textwrap.dedent(
+                """
+                import os, sys
+                sys.path[:0] = [sys.argv[1], sys.argv[2]]
+                from grader.sandbox import Limits, Sandbox
+                scratch = os.path.join(sys.argv[3], "scratch")
+                os.mkdir(scratch)
+                limits = Limits(wall_seconds=20, step_seconds=None, processes=64, memory_mb=256)
+                box = Sandbox(readonly={}, scratch=scratch, limits=limits)
+                bomb = "import os, time\\nfor g in range(9):\\n    try: os.fork()\\n" \\
+                    "    except OSError: pass\\ntime.sleep(20)"
+                hog = "h = []\\nwhile True: h.append(bytearray(16 * 2**20))"
+                for code in ("import os; print('uid', os.getuid())", bomb, hog):
+                    r = box.run([sys.executable, "-c", code])
+                    print("RESULT", r.killed, r.output.strip(), r.enforced["processes"])
+                """
+            )
+        )
+        done = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", system_python]
+            + [str(script), str(ROOT), site[0], str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if "Permission denied" in done.stderr and "grader" in done.stderr:
+            pytest.skip("the repository is not readable by nobody here")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 3, done.stdout + done.stderr
+    assert "uid 65534" in lines[0] and "RLIMIT_NPROC" in lines[0]
+    assert "too many processes:" in lines[1]
+    assert "out of memory:" in lines[2]
 
 
 # --------------------------------------------------------------------------------------
