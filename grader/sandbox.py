@@ -101,6 +101,8 @@ _WATCH_PERIOD = 0.1
 _SCRATCH_PERIOD = 0.5
 # How often the file system's usage is looked at between two walks of scratch.
 _QUICK_PERIOD = 0.02
+# Without a memory cgroup, the sandbox is stopped when the machine has less than this left.
+_MACHINE_RESERVE = 2**30
 # Most processes the watchdog looks at one by one in one check.
 _MAX_WATCHED = 2000
 # Steps kept, and the length of one step's payload.
@@ -1095,6 +1097,15 @@ class Sandbox:
             *_mount_args(self.readonly),
             "--proc",
             "/proc",
+            # The sandbox is uid 0 of the host when the grader is root, and the kernel lets
+            # uid 0 write sysctls without any capability (core_pattern, modprobe: a way out).
+            # bwrap leaves /proc/sys writable when its folder looks read-only: cover it.
+            "--ro-bind",
+            "/proc/sys",
+            "/proc/sys",
+            "--ro-bind-try",
+            "/proc/sysrq-trigger",
+            "/proc/sysrq-trigger",
             "--dev",
             "/dev",
             "--bind",
@@ -1400,6 +1411,14 @@ class Sandbox:
             return self._cpu(), used
         if cg is not None and cg_memory:
             return None, cg.resident_bytes() or 0
+        # Without a memory cgroup, memory that no process maps (a memfd, pipes) escapes the
+        # sum of RSS: stop the sandbox before the machine itself runs out.
+        machine = psutil.virtual_memory()
+        if machine.available < min(_MACHINE_RESERVE, machine.total // 20):
+            return (
+                f"out of memory: the machine has {machine.available / 2**20:.0f} MB left",
+                used,
+            )
         if used > lim.memory_mb * 2**20:
             return (
                 f"out of memory: the sandbox used {used / 2**20:.0f} MB, "

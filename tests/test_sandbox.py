@@ -178,7 +178,8 @@ def test_host_files_outside_the_binds_cannot_be_read(scratch, secret):
         secret, repo = sys.argv[1], sys.argv[2]
         tries = [secret, f"/proc/1/root{secret}", f"/proc/self/root{secret}",
                  f"{repo}/README.md", f"{repo}/public_tests.py", "/root/.bash_history",
-                 "/etc/shadow", "/etc/ssh/sshd_config", f"/proc/1/cwd{secret}"]
+                 "/etc/shadow", "/etc/ssh/sshd_config", f"/proc/1/cwd{secret}",
+                 "/var/run/docker.sock", "/run/systemd/private", "/sys/fs/cgroup/pids/tasks"]
         for path in tries:
             try:
                 print("READ:", path, open(path).read()[:200])
@@ -239,6 +240,10 @@ def test_readonly_binds_and_the_environment_cannot_be_changed(scratch, tmp_path)
         """
         import os, sys, shutil, psutil
         site = os.path.dirname(psutil.__file__)
+        def rewrite(path):
+            value = open(path).read()
+            with open(path, "w") as f:
+                f.write(value)
         attempts = {
             "append": lambda: open("/course/public_tests.py", "a").write("def test(): pass"),
             "truncate": lambda: open("/course/public_tests.py", "w"),
@@ -256,6 +261,14 @@ def test_readonly_binds_and_the_environment_cannot_be_changed(scratch, tmp_path)
             "mount": lambda: os.system("mount -t tmpfs none /course 2>&1 || exit 1") and 1/0,
             "remount": lambda: os.system("mount -o remount,rw /course 2>&1") and 1/0,
             "userns": lambda: os.system("unshare -r -m true 2>&1") and 1/0,
+            "hard link": lambda: os.link("/course/public_tests.py", "/scratch/linked.py"),
+            # Each writes back the value it read: a failure here changes nothing on the host.
+            "core_pattern": lambda: rewrite("/proc/sys/kernel/core_pattern"),
+            "pid_max": lambda: rewrite("/proc/sys/kernel/pid_max"),
+            "overcommit": lambda: rewrite("/proc/sys/vm/overcommit_memory"),
+            "hostname": lambda: rewrite("/proc/sys/kernel/hostname"),
+            "sysrq": lambda: open("/proc/sysrq-trigger", "w").write("s"),
+            "kcore": lambda: open("/dev/core", "rb").read(1),
         }
         for name, attempt in attempts.items():
             try:
@@ -268,7 +281,7 @@ def test_readonly_binds_and_the_environment_cannot_be_changed(scratch, tmp_path)
     )
     assert result.returncode == 0, result.output
     assert "WROTE" not in result.output, result.output
-    assert result.output.count("refused") == 16
+    assert result.output.count("refused") == 23
     assert (digest(course), digest(site / "__init__.py")) == before
 
 
