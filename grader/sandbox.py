@@ -295,6 +295,32 @@ def _mount_args(readonly: dict[str, str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
+# /proc
+
+# When the grader is root, the sandbox is uid 0 of the host, without capabilities; but the
+# kernel lets uid 0 write sysctls (core_pattern, modprobe: ways out) and a few other /proc
+# files by their mode alone, and bwrap leaves /proc/sys writable when its folder looks
+# read-only. As container engines do, these are made read-only, and the rest is masked.
+_PROC_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+_PROC_MASKED_FILES = ("kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug")
+_PROC_MASKED_DIRS = ("acpi", "asound", "scsi")
+
+
+def _proc_cover_args() -> list[str]:
+    args: list[str] = []
+    for name in _PROC_READONLY:
+        if os.path.exists(f"/proc/{name}"):
+            args += ["--ro-bind", f"/proc/{name}", f"/proc/{name}"]
+    for name in _PROC_MASKED_FILES:
+        if os.path.exists(f"/proc/{name}"):
+            args += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    for name in _PROC_MASKED_DIRS:
+        if os.path.isdir(f"/proc/{name}"):
+            args += ["--tmpfs", f"/proc/{name}", "--remount-ro", f"/proc/{name}"]
+    return args
+
+
+# --------------------------------------------------------------------------------------
 # Seccomp
 
 # Syscalls the sandbox refuses (EPERM): kernel interfaces that grading never needs and that
@@ -1097,15 +1123,7 @@ class Sandbox:
             *_mount_args(self.readonly),
             "--proc",
             "/proc",
-            # The sandbox is uid 0 of the host when the grader is root, and the kernel lets
-            # uid 0 write sysctls without any capability (core_pattern, modprobe: a way out).
-            # bwrap leaves /proc/sys writable when its folder looks read-only: cover it.
-            "--ro-bind",
-            "/proc/sys",
-            "/proc/sys",
-            "--ro-bind-try",
-            "/proc/sysrq-trigger",
-            "/proc/sysrq-trigger",
+            *_proc_cover_args(),
             "--dev",
             "/dev",
             "--bind",
