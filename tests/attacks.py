@@ -7,9 +7,9 @@ whose answer cells try to get points, or do harm, without solving anything:
     fake_modules      fake public_tests.py, test_utils.py, utils.py written where imports look
     ipython_hooks     input / AST transformers, custom exception handler, settrace, atexit
     gradebook         find every gradebook.db and set its own scores; forge grades.csv, results
-    master            find the master notebook and exec its solution cells
+    master            find the master notebook, exec its solution cells, and print it,
+                      the gradebook's hidden tests and the kernel's input history
     classmate         find a classmate's notebook and exec their answer cells
-    leak              print the master, the gradebook's hidden tests and the kernel history
     tamper            append to the course's modules, nbgrader, site-packages; poison gradebooks
     forge             network, secrets, fake "all tests passed" output, forged artifacts
     kill_parent       kill the process that runs the kernel, and its process group
@@ -753,15 +753,8 @@ def _steal(release, scope, finder):
 
 
 def master(release, scope):
-    return _steal(release, scope, MASTER_FIND)
-
-
-def classmate(release, scope):
-    return _steal(release, scope, CLASSMATE_FIND)
-
-
-def leak(release, scope):
-    notebook = _prepend(release, "data_augmenter", toolkit(scope) + MASTER_FIND + LEAK)
+    """Find the master: show it and all else the grader hides, and use its answers."""
+    notebook = _steal(release, scope, MASTER_FIND + LEAK)
     notebook = _prepend(notebook, "alpaca_model", LEAK_HISTORY)
     notebook = _prepend(notebook, "fine_tune", LEAK_HISTORY)
     # A scratch cell after every test cell, in case scratch cells run.
@@ -772,6 +765,10 @@ def leak(release, scope):
             cells.append(nbformat.v4.new_code_cell(LEAK_HISTORY.strip()))
     notebook.cells = cells
     return notebook
+
+
+def classmate(release, scope):
+    return _steal(release, scope, CLASSMATE_FIND)
 
 
 def tamper(release, scope):
@@ -793,7 +790,6 @@ HOSTILE = {
     "ipython_hooks": ipython_hooks,
     "gradebook": gradebook,
     "master": master,
-    "leak": leak,
     "classmate": classmate,
     "tamper": tamper,
     "forge": forge,

@@ -65,17 +65,15 @@ ORDER = [
     ("s04_ipython_hooks", "ipython_hooks"),
     ("s05_gradebook", "gradebook"),
     ("s06_ok_duplicated_test", "duplicated"),
-    ("s07_master", "master"),
-    ("s08_leak", "leak"),
-    ("s09_classmate", "classmate"),
-    ("s10_ok_classmate", "solution"),
-    ("s11_tamper", "tamper"),
-    ("s12_ok", "solution"),
-    ("s13_forge", "forge"),
-    ("s14_kill_parent", "kill_parent"),
-    ("s15_ok", "solution"),
-    ("s16_kernel_death", "kernel_death"),
-    ("s17_hang", "hang"),
+    ("s07_master_and_leak", "master"),
+    ("s08_classmate", "classmate"),
+    ("s09_ok_classmate", "solution"),
+    ("s10_tamper", "tamper"),
+    ("s11_forge", "forge"),
+    ("s12_kill_parent", "kill_parent"),
+    ("s13_ok", "solution"),
+    ("s14_kernel_death", "kernel_death"),
+    ("s15_hang", "hang"),
 ]
 HOSTILE = [student for student, kind in ORDER if kind in attacks.HOSTILE]
 CORRECT = [student for student, kind in ORDER if kind in ("chdir", "duplicated", "solution")]
@@ -504,12 +502,12 @@ def test_messy_but_correct_notebooks_keep_full_marks(attacked):
 @pytest.mark.slow
 def test_kernel_death_keeps_exercises_one_and_two(attacked):
     """Does a notebook that kills its kernel in the fine_tune cell keep 8 points, with a status and feedback that say the kernel died?"""
-    row = attacked["rows"]["s16_kernel_death"]
-    assert total(attacked, "s16_kernel_death") == FIRST_TWO, row
+    row = attacked["rows"]["s14_kernel_death"]
+    assert total(attacked, "s14_kernel_death") == FIRST_TWO, row
     assert float(row["fine_tune_test"]) == 0 and float(row["fine_tune_compile_test"]) == 0
     assert "kernel died" in row["status"].lower(), row["status"]
-    assert stored_scores(attacked["course"])["s16_kernel_death"] == FIRST_TWO
-    page = attacked["out"] / "feedback" / "s16_kernel_death.html"
+    assert stored_scores(attacked["course"])["s14_kernel_death"] == FIRST_TWO
+    page = attacked["out"] / "feedback" / "s14_kernel_death.html"
     assert page.is_file()
     assert re.search(r"died|crash", read_page(page), re.I)
 
@@ -517,10 +515,10 @@ def test_kernel_death_keeps_exercises_one_and_two(attacked):
 @pytest.mark.slow
 def test_hang_keeps_exercises_one_and_two(attacked):
     """Does a notebook that loops forever in the fine_tune cell keep 8 points, with a status and feedback that say it timed out?"""
-    row = attacked["rows"]["s17_hang"]
-    assert total(attacked, "s17_hang") == FIRST_TWO, row
+    row = attacked["rows"]["s15_hang"]
+    assert total(attacked, "s15_hang") == FIRST_TWO, row
     assert re.search(r"time ?out|timed out|cut off", row["status"], re.I), row["status"]
-    page = attacked["out"] / "feedback" / "s17_hang.html"
+    page = attacked["out"] / "feedback" / "s15_hang.html"
     assert page.is_file()
     assert re.search(r"time ?out|timed out|cut off", read_page(page), re.I)
 
@@ -528,7 +526,7 @@ def test_hang_keeps_exercises_one_and_two(attacked):
 @pytest.mark.slow
 def test_kill_parent_spares_the_grader(attacked):
     """Is the batch still whole after a notebook kills its parent: the next student graded normally, the test run alive?"""
-    after = attacked["rows"][AFTER["s14_kill_parent"]]
+    after = attacked["rows"][AFTER["s12_kill_parent"]]
     assert after["status"].startswith("graded"), after
     for pid in attacks.protected_pids():
         os.kill(pid, 0)  # raises if it was killed
