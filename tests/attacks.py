@@ -161,7 +161,11 @@ def _atk_find(match, depth=7, seconds=6.0):
             dirs[:] = [d for d in dirs if d not in _ATK_SKIP] if folder.rstrip("/").count("/") - base < depth else []
             for name in files:
                 path = _atk_os.path.join(folder, name)
-                if match(path) and _atk_os.path.realpath(path) not in {_atk_os.path.realpath(f) for f in found}:
+                try:
+                    wanted = match(path)
+                except Exception:
+                    wanted = False
+                if wanted and _atk_os.path.realpath(path) not in {_atk_os.path.realpath(f) for f in found}:
                     found.append(path)
     return found
 
