@@ -1236,11 +1236,19 @@ class Sandbox:
                         if now_hard != resource.RLIM_INFINITY:  # cannot be raised unprivileged
                             value, hard = min(value, now_hard), min(hard, now_hard)
                         resource.prlimit(init_pid, which, (value, hard))
+                    # Under memory pressure of the machine, the kernel kills the sandbox first.
+                    with contextlib.suppress(OSError):
+                        _write(Path(f"/proc/{init_pid}/oom_score_adj"), "1000")
                     go = True
                 except ProcessLookupError:
                     go = False  # bwrap's set-up failed and its init is gone
-            with contextlib.suppress(OSError):
-                os.write(block_w, b"go")
+            if go:
+                with contextlib.suppress(OSError):
+                    os.write(block_w, b"go")
+            else:
+                # An EOF on block_fd would release the init too: kill bwrap first.
+                with contextlib.suppress(OSError):
+                    proc.kill()
             os.close(block_w)
             block_w = -1
 
