@@ -1362,12 +1362,11 @@ class Sandbox:
                     if lim.step_seconds:
                         step_deadline = now + lim.step_seconds
                 if proc.poll() is not None:
-                    # Everything in the pid namespace died with its init; drain what is left.
-                    if eof:
-                        return None, peak
+                    # Everything in the pid namespace died with its init; drain what is left,
+                    # and look at scratch one last time (it may have been filled at the end).
                     exited_at = exited_at or now
-                    if now - exited_at > 2:
-                        return None, peak
+                    if eof or now - exited_at > 2:
+                        return scratch.scan(now), peak
                     continue
                 if now >= deadline:
                     return f"timeout: the run took more than {lim.wall_seconds:g} s", peak

@@ -686,6 +686,21 @@ def test_filling_scratch_is_stopped(scratch, cgroups):
     assert used < 400 * 2**20
 
 
+def test_filling_scratch_just_before_exiting_is_caught(scratch):
+    """Is scratch filled in the last instant before a quick exit still caught?"""
+    result = run_py(
+        scratch,
+        """
+        block = b"x" * 2**20
+        for i in range(6):
+            with open(f"f{i}", "wb") as f:
+                f.write(block * 7)
+        """,
+        limits=Limits(wall_seconds=20, step_seconds=None, scratch_mb=20, file_mb=8),
+    )
+    assert result.killed and result.killed.startswith("scratch full:"), result
+
+
 def test_one_big_file_stops_at_file_mb(scratch):
     """Does writing one file beyond file_mb fail inside the sandbox?"""
     result = run_py(
