@@ -645,7 +645,7 @@ def _enforcement(cg: _Cgroups | None) -> dict[str, str]:
     return {
         "memory": memory + " + RLIMIT_AS per process",
         "processes": processes,
-        "cpu": "RLIMIT_CPU per process",
+        "cpu": "RLIMIT_CPU per process + watchdog",
         "file": "RLIMIT_FSIZE per file",
         "wall": "watchdog",
         "step": "watchdog",
