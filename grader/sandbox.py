@@ -767,6 +767,7 @@ def _prepare_scratch(scratch: Path) -> None:
     A folder left by an earlier run may be a symlink planted by its code: bwrap resolves bind
     sources on the host, so each is checked without following links and replaced if needed.
     """
+    scratch.mkdir(parents=True, exist_ok=True)
     os.chmod(scratch, 0o700)
     fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -1090,7 +1091,9 @@ class Sandbox:
             host_s, inside_s = os.path.abspath(os.fspath(host)), os.path.normpath(inside)
             if not inside_s.startswith("/") or inside_s == "/":
                 raise ValueError(f"bind destination {inside!r} must be an absolute path below /")
-            if _is_under(inside_s, SCRATCH) or _is_under(inside_s, "/proc"):
+            if any(
+                _is_under(inside_s, reserved) for reserved in (SCRATCH, "/proc", "/dev", "/tmp")
+            ):
                 raise ValueError(f"bind destination {inside!r} is reserved")
             if not os.path.exists(host_s):
                 raise FileNotFoundError(f"read-only bind source {host_s} does not exist")
