@@ -165,6 +165,31 @@ def test_env_is_only_what_the_caller_gives(scratch, monkeypatch):
     assert "'GIVEN': 'yes'" in result.output
 
 
+def test_no_descriptor_of_the_grader_leaks_inside(scratch, secret):
+    """Does the code inherit any open file of the grader (say, its gradebook)?"""
+    fd = os.open(secret, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        result = run_py(
+            scratch,
+            """
+            import os
+            fds = sorted(int(f) for f in os.listdir("/proc/self/fd"))
+            print("FDS", fds)
+            for f in fds:
+                try:
+                    print(f, os.readlink(f"/proc/self/fd/{f}"), os.pread(f, 100, 0))
+                except OSError as e:
+                    print(f, type(e).__name__)
+            """,
+        )
+    finally:
+        os.close(fd)
+    assert result.returncode == 0, result.output
+    assert "FDS [0, 1, 2, 3]" in result.output  # 3: the listing itself
+    assert secret.read_text().strip() not in result.output
+
+
 # --------------------------------------------------------------------------------------
 # Reading what is not bound
 
