@@ -1,48 +1,51 @@
-"""Autograde a whole class in parallel, and survive any one bad submission.
+"""Autograde a whole class on Dask workers, and survive any one bad submission.
 
-    python -m grader.batch SUBMISSIONS [--course course] [--workers N] [--force] [--out DIR]
+    python -m grader.batch SUBMISSIONS [--course course] [--workers N | --scheduler ADDRESS]
+                                       [--force] [--out DIR] [--no-sandbox]
 
-SUBMISSIONS is a folder or a zip (layouts: see grader/submissions.py). Each student
-is graded by ``nbgrader autograde`` in a temporary copy of the course (its own
-gradebook), N at a time, under a wall-clock and a memory limit. A submission that
-kills the kernel, hangs, uses too much memory or is not a notebook gets a row with a
-status saying why, and 0 points where nothing could be graded. The results are then
-merged into the course's one gradebook (``course/gradebook.db``) and folders
-(``submitted/``, ``autograded/``, ``feedback/``), so ``nbgrader export`` and the
-formgrader work as usual.
+SUBMISSIONS is a folder or a zip (layouts: see grader/submissions.py). One Dask
+task grades one submission (``worker.grade_submission``): nbgrader autograde and
+feedback, in-process on a warm worker, with the student's code in a sandbox.
+Without ``--scheduler`` the workers are an embedded ``LocalCluster`` of N processes
+of one thread each; with it, an existing Dask cluster does the work. The notebook
+travels with its task; no file system is shared.
 
-Writes, in --out (default: <course>/batch):
-    grades.csv            student, points per test cell, total, status, seconds
+This process is the one writer: it merges each result, as it comes, into the
+course's gradebook (``course/gradebook.db``) and folders (``submitted/``,
+``autograded/``, ``feedback/``), so ``nbgrader export`` and the formgrader work as
+usual, and into --out (default: <course>/batch):
+
+    grades.csv            student, source, points per test cell, total, status, seconds
     feedback/<s>.html     each student's feedback, without the hidden tests' code
     logs/<s>.log          nbgrader's log for each student
     results/<s>.json      the record that makes a re-run skip graded students
+
+A worker that dies mid-grade has its submission graded again elsewhere; Ctrl-C
+stops after the result being written, and the next run goes on from there.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
 import shutil
-import subprocess
+import signal
 import sys
-import threading
-import time
+import tempfile
 import warnings
 
 import nbformat
-import psutil
 
-from . import submissions
+from . import submissions, worker
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
 from .course import (
     ASSIGNMENT,
-    BIN,
     NOTEBOOK,
     db_url,
     grade_cells,
@@ -51,12 +54,9 @@ from .course import (
 )
 from .execute import STATUS_FILE
 
-# Seconds and MiB beyond the student's limits for nbgrader itself and the checker.
-OVERHEAD_SECONDS = 300
-CHECKER_MEMORY_MB = 4096
-
-
 GRADED = "graded"
+# Seconds to reach a scheduler given with --scheduler before giving up.
+CONNECT_TIMEOUT = 10
 
 
 # --------------------------------------------------------------------------------------
@@ -82,248 +82,131 @@ def prepare_course(course: pathlib.Path) -> None:
         raise SystemExit(f"nbgrader generate_assignment failed:\n{result.stdout}")
 
 
-# --------------------------------------------------------------------------------------
-# Grading one student (runs in a worker thread; the work runs in subprocesses)
-# --------------------------------------------------------------------------------------
-
-
-def _kill_tree(process: psutil.Process) -> None:
-    try:
-        family = process.children(recursive=True) + [process]
-    except psutil.NoSuchProcess:
-        return
-    for member in family:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(family, timeout=10)
-
-
-def _tree_rss_mb(process: psutil.Process) -> float:
-    total = 0
-    try:
-        family = [process] + process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0.0
-    for member in family:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20
-
-
-def run_limited(command, cwd, env, log, timeout, memory_mb):
-    """Run ``command``; kill its whole process tree on timeout or memory overuse.
-
-    Returns ``(returncode, why_killed or None, peak MiB of the tree)``. The kernels
-    nbgrader starts are in their own sessions, so the tree is followed with psutil,
-    not a process group.
-    """
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ {' '.join(command[1:])}\n")
-        handle.flush()
-        child = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        process = psutil.Process(child.pid)
-        start, peak, killed = time.monotonic(), 0.0, None
-        while child.poll() is None:
-            rss = _tree_rss_mb(process)
-            peak = max(peak, rss)
-            if rss > memory_mb:
-                killed = f"out of memory: used more than {memory_mb:.0f} MiB"
-            elif time.monotonic() - start > timeout:
-                killed = f"timeout: not finished after {timeout:.0f} s"
-            if killed:
-                _kill_tree(process)
-                break
-            time.sleep(0.25)
-        child.wait()
-    return child.returncode, killed, peak
-
-
-def _failure_from_log(text: str) -> str:
-    if "DeadKernelError" in text or "Kernel died" in text or "kernel died" in text:
-        return "kernel died (the notebook crashed the Python process)"
-    if "UnresponsiveKernelError" in text:
-        return "kernel unresponsive"
-    errors = [line for line in text.splitlines() if "[AutogradeApp | ERROR]" in line]
-    detail = errors[0].split("]", 1)[1].strip() if errors else "see the log"
-    return f"autograde failed: {detail[:200]}"
-
-
-def _notes(restored: list[str], edited: list[str]) -> list[str]:
-    notes = []
-    if restored:
-        notes.append("deleted cells put back: " + " ".join(restored))
-    if edited:
-        notes.append("edited locked cells restored: " + " ".join(edited))
-    return notes
-
-
-def _grading_status(folder: pathlib.Path) -> dict:
-    """What the grading preprocessor wrote beside the autograded notebook."""
-    try:
-        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"status": "no grading status written: see the log"}
-
-
-def _scores(course: pathlib.Path, student: str) -> tuple[dict, dict]:
-    """Return ``({grade_id: points}, {grade_id: auto comment})`` from a gradebook."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(db_url(course)) as gradebook:
-        notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-        points = {g.name: float(g.score or 0) for g in notebook.grades}
-        comments = {c.name: c.auto_comment for c in notebook.comments if c.auto_comment}
-    return points, comments
-
-
-def grade_one(sub, course, template_db, release, out, options) -> dict:
-    """Grade one student in a temporary course; return the result record."""
-    started = time.monotonic()
-    student = sub.student
-    work = out / "work" / student
-    if work.exists():
-        shutil.rmtree(work)
-    temp = work / "course"
+def template_gradebook(course: pathlib.Path, folder: pathlib.Path) -> pathlib.Path:
+    """A gradebook that knows the assignment and no student, for the workers."""
+    temp = folder / "template"
     (temp / "source").mkdir(parents=True)
-    (temp / "nbgrader_config.py").symlink_to(course.resolve() / "nbgrader_config.py")
-    (temp / "source" / ASSIGNMENT).symlink_to(course.resolve() / "source" / ASSIGNMENT)
-    shutil.copy(template_db, temp / "gradebook.db")
-    log = out / "logs" / f"{student}.log"
-    log.write_text(f"student {student}: {sub.notebook}\n", encoding="utf-8")
+    shutil.copyfile(course / "nbgrader_config.py", temp / "nbgrader_config.py")
+    (temp / "source" / ASSIGNMENT).symlink_to((course / "source" / ASSIGNMENT).resolve())
+    result = nbgrader(["generate_assignment", ASSIGNMENT, "--force"], cwd=temp)
+    if result.returncode != 0:
+        raise SystemExit(f"nbgrader generate_assignment failed:\n{result.stdout}")
+    return temp / "gradebook.db"
+
+
+# --------------------------------------------------------------------------------------
+# Before a task: what the client can decide alone
+# --------------------------------------------------------------------------------------
+
+
+def _sha256(path) -> str | None:
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else None
+
+
+def make_task(sub, release, options) -> tuple[dict | None, dict]:
+    """Return ``(task or None, base result)``: None when there is nothing to grade."""
     result = {
-        "student": student,
+        "student": sub.student,
+        "source": sub.source,
         "points": {},
         "comments": {},
-        "peak_mb": 0.0,
+        "notes": [sub.note] if sub.note else [],
         "notebook": str(sub.notebook) if sub.notebook else None,
-        "sha256": options["sha256"],
+        "sha256": _sha256(sub.notebook),
+        "seconds": 0.0,
     }
-
-    def finish(status, **extra):
-        result.update(status=status, seconds=round(time.monotonic() - started, 1), **extra)
-        return result
-
     if sub.notebook is None:
-        return finish("no notebook found in the submission")
+        return None, {**result, "status": "no notebook found in the submission"}
     try:
         notebook = submissions.read(sub.notebook)
     except ValueError as error:
-        return finish(str(error))
+        return None, {**result, "status": str(error)}
     edited = submissions.edited_locked_cells(notebook, release)
     restored = submissions.restore_deleted_cells(notebook, release)
+    if restored:
+        result["notes"].append("deleted cells put back: " + " ".join(restored))
+    if edited:
+        result["notes"].append("edited locked cells restored: " + " ".join(edited))
+    task = {
+        "student": sub.student,
+        "notebook": nbformat.writes(notebook),
+        "timestamp": sub.timestamp.read_text(encoding="utf-8") if sub.timestamp else None,
+        "options": options,
+    }
+    return task, result
 
-    submitted = temp / "submitted" / student / ASSIGNMENT
-    submitted.mkdir(parents=True)
-    nbformat.write(notebook, submitted / f"{NOTEBOOK}.ipynb")
-    if sub.timestamp:
-        shutil.copy(sub.timestamp, submitted / "timestamp.txt")
 
-    env = dict(os.environ)
-    env.update(options["env"])
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    command = [
-        sys.executable,
-        "-m",
-        "nbgrader",
-        "autograde",
-        ASSIGNMENT,
-        "--student",
-        student,
-        "--force",
-        f"--SandboxedExecute.timeout={options['cell_timeout']}",
-        f"--SandboxedExecute.total_timeout={options['timeout']}",
-        f"--SandboxedExecute.memory_mb={options['memory_mb']}",
-        f"--SandboxedExecute.sandbox={options['sandbox']}",
-    ]
-    # The sandboxes enforce the submission's limits; this is the net around nbgrader,
-    # the student's sandbox and the checker together.
-    code, killed, peak = run_limited(
-        command,
-        temp,
-        env,
-        log,
-        options["timeout"] + OVERHEAD_SECONDS,
-        options["memory_mb"] + CHECKER_MEMORY_MB,
-    )
-    result["peak_mb"] = round(peak)
-    result["autograde_seconds"] = round(time.monotonic() - started, 1)
-    log_text = log.read_text(encoding="utf-8", errors="replace")
-    autograded = temp / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
-    if killed:
-        return finish(killed)
-    if code != 0 or not autograded.is_file():
-        return finish(_failure_from_log(log_text))
-    result["points"], result["comments"] = _scores(temp, student)
-
-    feedback = nbgrader(
-        ["generate_feedback", ASSIGNMENT, "--student", student, "--force"],
-        cwd=temp,
-        log=log,
-        env=env,
-    )
-    html = temp / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
-    notes = _notes(restored, edited)
-    if feedback.returncode != 0 or not html.is_file():
-        notes.append("feedback failed: see the log")
-    how = _grading_status(autograded.parent)
-    status = GRADED if how["status"] == GRADED else how["status"]
-    if not how.get("sandbox", True):
+def finish(result: dict, graded: dict | None) -> dict:
+    """Combine the client's base result with what the worker returned."""
+    if graded is None:
+        return result
+    how = graded.get("grading") or {}
+    notes = list(result["notes"])
+    if how and not how.get("sandbox", True):
         notes.append("NO SANDBOX: student code ran unconfined")
-    status += f" ({'; '.join(notes)})" if notes else ""
-    return finish(status, work=str(temp))
+    status = graded.get("status") or how.get("status", "no grading status")
+    status = GRADED if status == GRADED else status
+    if notes:
+        status += f" ({'; '.join(notes)})"
+    return {
+        **result,
+        **{k: graded[k] for k in ("points", "comments", "seconds") if k in graded},
+        "status": status,
+        "peak_mb": how.get("peak_mb", 0.0),
+        "worker": graded.get("worker"),
+        "autograded": graded.get("autograded"),
+        "feedback": graded.get("feedback"),
+        "log": graded.get("log", ""),
+    }
 
 
 # --------------------------------------------------------------------------------------
-# Merging into the course (main thread only: one writer for the gradebook)
+# Merging into the course (this process only: one writer)
 # --------------------------------------------------------------------------------------
 
 
-def _replace_tree(source: pathlib.Path | None, dest: pathlib.Path) -> None:
-    """Make ``dest`` a copy of ``source``, or remove it when ``source`` is None."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    if source is not None and source.exists():
-        shutil.copytree(source, dest)
+def _write(path: pathlib.Path, text: str | None) -> None:
+    """Write ``text`` to ``path`` atomically, or remove ``path`` when text is None."""
+    if text is None:
+        if path.exists():
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
-def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> None:
+def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
     """Put one student's result into the course gradebook and folders, and into --out."""
     from nbgrader.api import Gradebook
 
     student = result["student"]
-    work = pathlib.Path(result["work"]) if result.get("work") else None
     for folder in ("submitted", "autograded", "feedback"):
         dest = course / folder / student / ASSIGNMENT
-        if work is not None:
-            _replace_tree(work / folder / student / ASSIGNMENT, dest)
-        elif folder == "submitted":
-            # Keep what the student handed in, even when it is not a notebook.
-            _replace_tree(None, dest)
-            if sub.notebook is not None:
-                dest.mkdir(parents=True)
-                shutil.copy(sub.notebook, dest / f"{NOTEBOOK}.ipynb")
-        else:
-            _replace_tree(None, dest)
+        if dest.exists():
+            shutil.rmtree(dest)
+    submitted = course / "submitted" / student / ASSIGNMENT
+    if sub.notebook is not None:
+        submitted.mkdir(parents=True)
+        shutil.copyfile(sub.notebook, submitted / f"{NOTEBOOK}.ipynb")
+        if sub.timestamp:
+            shutil.copyfile(sub.timestamp, submitted / "timestamp.txt")
+    autograded = course / "autograded" / student / ASSIGNMENT
+    _write(autograded / f"{NOTEBOOK}.ipynb", result.get("autograded"))
+    if result.get("autograded"):
+        _write(autograded / STATUS_FILE, json.dumps({"status": result["status"]}))
+    _write(course / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html", result.get("feedback"))
+    _write(out / "feedback" / f"{student}.html", result.get("feedback"))
+    _write(out / "logs" / f"{student}.log", f"{result['source']}\n{result.get('log', '')}")
 
     timestamp = None
-    stamp = course / "submitted" / student / ASSIGNMENT / "timestamp.txt"
-    if stamp.is_file():
+    if sub.timestamp:
         try:
             from nbgrader.utils import parse_utc
 
-            timestamp = parse_utc(stamp.read_text().strip())
-        except Exception:
+            timestamp = parse_utc(sub.timestamp.read_text().strip())
+        except Exception:  # noqa: BLE001 -- a bad timestamp file is the student's
             timestamp = None
     with warnings.catch_warnings(), Gradebook(db_url(course)) as gradebook:
         # nbgrader's own add_submission() makes SQLAlchemy warn ("not in session").
@@ -341,42 +224,36 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> None:
         notebook.flagged = not result["status"].startswith(GRADED)
         gradebook.db.commit()
 
-    html = course / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
-    target = out / "feedback" / f"{student}.html"
-    if html.is_file():
-        shutil.copy(html, target)
-    elif target.exists():
-        target.unlink()
-    if work is not None:
-        shutil.rmtree(work.parent, ignore_errors=True)
-    result.pop("work", None)
-    (out / "results" / f"{student}.json").write_text(json.dumps(result, indent=1), "utf-8")
-
-
-# --------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------
+    record = {k: v for k, v in result.items() if k not in ("autograded", "feedback", "log")}
+    _write(out / "results" / f"{student}.json", json.dumps(record, indent=1))
+    return record
 
 
 def write_csv(path: pathlib.Path, results: list[dict], cells) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["student", *[name for name, _ in cells], "total", "status", "seconds"])
+        writer.writerow(
+            ["student", "source", *[name for name, _ in cells], "total", "status", "seconds"]
+        )
         for r in results:
             points = [r["points"].get(name, 0.0) for name, _ in cells]
             writer.writerow(
                 [
                     r["student"],
+                    r.get("source", ""),
                     *[f"{p:g}" for p in points],
                     f"{sum(points):g}",
                     r["status"],
                     r["seconds"],
                 ]
             )
+    os.replace(partial, path)
 
 
-def _sha256(path) -> str | None:
-    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else None
+# --------------------------------------------------------------------------------------
+# The Dask cluster
+# --------------------------------------------------------------------------------------
 
 
 def default_workers() -> int:
@@ -384,6 +261,32 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def connect(workers: int, scheduler: str | None):
+    """Return ``(client, cluster or None)``: an embedded LocalCluster, or the given scheduler."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s")
+        except (OSError, TimeoutError) as error:
+            raise SystemExit(
+                f"Cannot reach the Dask scheduler at {scheduler} within {CONNECT_TIMEOUT} s "
+                f"({type(error).__name__}). Start it with `dask scheduler`, and check the "
+                f"address and the firewall."
+            ) from None
+        return client, None
+    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=0,  # the sandboxes limit memory; TensorFlow must not trip the nanny
+        dashboard_address=dashboard,
+        host="127.0.0.1",
+    )
+    return Client(cluster), cluster
 
 
 def run(
@@ -397,107 +300,148 @@ def run(
     memory_mb=MEMORY_LIMIT_MB,
     progress=True,
     sandbox=True,
+    scheduler=None,
 ) -> list[dict]:
     """Grade every submission; return the result records (one per student)."""
+    from distributed import wait
     from tqdm import tqdm
 
     course = pathlib.Path(course).resolve()
     out = pathlib.Path(out).resolve() if out else course / "batch"
     workers = max(1, workers or default_workers())
-    for folder in ("logs", "results", "feedback", "work"):
+    for folder in ("logs", "results", "feedback"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     folder = submissions.unpack(pathlib.Path(submissions_path), out / "incoming")
     found = submissions.find(folder)
     if not found:
         raise SystemExit(f"No submissions found in {submissions_path}.")
+    for sub in found:
+        if sub.note.startswith("id collision"):
+            print(f"warning: {sub.source} is graded as {sub.student}: {sub.note}", file=sys.stderr)
     prepare_course(course)
     release = nbformat.read(release_notebook_path(course), as_version=4)
     cells = grade_cells(release)
+    by_student = {sub.student: sub for sub in found}
 
-    results, todo = {}, []
+    # Cores per worker, for TensorFlow in the sandboxes (one grading at a time per worker).
+    threads = max(1, default_workers() // workers) if not scheduler else 1
+    options = {
+        "timeout": timeout,
+        "cell_timeout": cell_timeout,
+        "memory_mb": memory_mb,
+        "sandbox": sandbox,
+        "threads": threads,
+    }
+    results, tasks, skipped = {}, [], 0
     for sub in found:
         record = out / "results" / f"{sub.student}.json"
-        digest = _sha256(sub.notebook)
         if record.is_file() and not force:
             previous = json.loads(record.read_text("utf-8"))
-            if previous.get("sha256") == digest:
+            if previous.get("sha256") == _sha256(sub.notebook):
                 results[sub.student] = previous
+                skipped += 1
                 continue
-        todo.append((sub, digest))
-
-    # Each worker's TensorFlow gets an equal share of the cores.
-    threads = str(max(1, default_workers() // workers))
-    env = {
-        "TF_NUM_INTRAOP_THREADS": threads,
-        "TF_NUM_INTEROP_THREADS": threads,
-        "OMP_NUM_THREADS": threads,
-        "MPLBACKEND": "Agg",
-    }
-    template = out / "work" / "template.db"
-    shutil.copy(course / "gradebook.db", template)
-    skipped = len(found) - len(todo)
+        task, base = make_task(sub, release, options)
+        if task is None:
+            results[sub.student] = merge(base, sub, course, out)
+        else:
+            tasks.append((task, base))
     if skipped:
         print(
             f"{skipped} student(s) already graded: skipped (use --force to regrade).",
             file=sys.stderr,
         )
 
-    lock = threading.Lock()
-    bar = tqdm(
-        total=len(todo), unit="student", desc="autograde", disable=not progress, dynamic_ncols=True
-    )
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {}
-        for sub, digest in todo:
-            options = {
-                "sha256": digest,
-                "env": env,
-                "timeout": timeout,
-                "cell_timeout": cell_timeout,
-                "memory_mb": memory_mb,
-                "sandbox": sandbox,
-            }
-            futures[pool.submit(grade_one, sub, course, template, release, out, options)] = sub
-        for future in concurrent.futures.as_completed(futures):
-            sub = futures[future]
-            try:
-                result = future.result()
-            except Exception as error:  # a bug here must not lose the row
-                result = {
-                    "student": sub.student,
-                    "points": {},
-                    "comments": {},
-                    "status": f"grader error: {type(error).__name__}: {error}",
-                    "seconds": 0.0,
-                    "peak_mb": 0,
-                    "sha256": _sha256(sub.notebook),
-                }
-            with lock:
-                merge(result, sub, course, out)
-            results[sub.student] = result
-            total = sum(result["points"].values())
-            bar.set_postfix_str(f"{sub.student}: {total:g} pts, {result['status'][:40]}")
-            bar.update()
-    bar.close()
-    shutil.rmtree(out / "work", ignore_errors=True)
+    def write_grades():
+        write_csv(
+            out / "grades.csv", [results[s.student] for s in found if s.student in results], cells
+        )
 
-    ordered = [results[sub.student] for sub in found]
-    write_csv(out / "grades.csv", ordered, cells)
-    return ordered
+    write_grades()
+    if not tasks:
+        return [results[sub.student] for sub in found]
+
+    stop = {"asked": False}
+
+    def on_interrupt(signum, frame):
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        print(
+            "\nStopping after the results being written (Ctrl-C again to quit now).",
+            file=sys.stderr,
+        )
+
+    client, cluster = connect(workers, scheduler)
+    previous_handler = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        if client.dashboard_link and importlib.util.find_spec("bokeh"):
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="alpaca-batch-") as temp:
+            template = template_gradebook(course, pathlib.Path(temp))
+            bundle = client.scatter(worker.course_bundle(course, template), broadcast=True)
+        futures = {}
+        for task, base in tasks:
+            future = client.submit(
+                worker.grade_submission,
+                bundle,
+                task,
+                key=f"grade-{task['student']}-{base['sha256'][:12]}",
+                pure=False,
+            )
+            futures[future] = base
+        bar = tqdm(total=len(futures), unit="student", desc="autograde", disable=not progress)
+        pending = set(futures)
+        while pending and not stop["asked"]:
+            done, pending = wait(pending, timeout=None, return_when="FIRST_COMPLETED")
+            for future in done:
+                base = futures[future]
+                try:
+                    result = finish(base, future.result())
+                except Exception as error:  # noqa: BLE001 -- a bug must not lose the row
+                    result = {
+                        **base,
+                        "status": f"grader error: {type(error).__name__}: {error}"[:300],
+                    }
+                results[base["student"]] = merge(result, by_student[base["student"]], course, out)
+                write_grades()
+                total = sum(result["points"].values())
+                bar.set_postfix_str(f"{base['student']}: {total:g} pts, {result['status'][:40]}")
+                bar.update()
+                if stop["asked"]:
+                    break
+        bar.close()
+        for future in pending:
+            future.cancel()
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    if stop["asked"]:
+        raise KeyboardInterrupt
+    return [results[sub.student] for sub in found]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m grader.batch",
-        description="Autograde every submission in parallel with nbgrader.",
+        description="Autograde every submission with nbgrader, on Dask workers.",
     )
     parser.add_argument("submissions", help="a folder or a zip of submissions")
     parser.add_argument("--course", default="course", help="the nbgrader course folder")
-    parser.add_argument(
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--workers",
         type=int,
         default=None,
-        help=f"parallel gradings (default: the cores, here {default_workers()})",
+        help=f"worker processes of an embedded cluster (default: the cores, here "
+        f"{default_workers()})",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of an existing Dask scheduler (tcp://HOST:PORT) to send the work to",
     )
     parser.add_argument("--force", action="store_true", help="regrade students already graded")
     parser.add_argument("--out", default=None, help="output folder (default: COURSE/batch)")
@@ -517,7 +461,7 @@ def main(argv=None) -> int:
         "--memory-limit",
         type=float,
         default=MEMORY_LIMIT_MB,
-        help="MiB one grading may use (default %(default)s)",
+        help="MiB one submission's sandbox may use (default %(default)s)",
     )
     parser.add_argument(
         "--no-sandbox",
@@ -533,17 +477,26 @@ def main(argv=None) -> int:
         except SandboxUnavailable as error:
             raise SystemExit(f"Cannot grade: {error}") from None
     started = datetime.datetime.now()
-    results = run(
-        args.submissions,
-        args.course,
-        args.workers,
-        args.force,
-        args.out,
-        args.timeout,
-        args.cell_timeout,
-        args.memory_limit,
-        sandbox=not args.no_sandbox,
-    )
+    try:
+        results = run(
+            args.submissions,
+            args.course,
+            args.workers,
+            args.force,
+            args.out,
+            args.timeout,
+            args.cell_timeout,
+            args.memory_limit,
+            sandbox=not args.no_sandbox,
+            scheduler=args.scheduler,
+        )
+    except KeyboardInterrupt:
+        print(
+            "Stopped: grades.csv and the gradebook hold the students graded so far; run "
+            "the same command again to go on.",
+            file=sys.stderr,
+        )
+        return 130
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.course) / "batch"
     failed = [r for r in results if not r["status"].startswith(GRADED)]
     print(
@@ -552,7 +505,7 @@ def main(argv=None) -> int:
         f"Wrote {out / 'grades.csv'} and {out / 'feedback'}/."
     )
     for r in failed:
-        print(f"  {r['student']}: {r['status']}")
+        print(f"  {r['student']} ({r.get('source', '')}): {r['status']}")
     return 0
 
 

@@ -10,7 +10,6 @@ import copy
 import csv
 import html
 import json
-import os
 import pathlib
 import re
 import subprocess
@@ -110,23 +109,6 @@ def test_hide_hidden_tests_in_source_and_traceback():
     assert cell.source.startswith("public_tests.fine_tune_test(fine_tune)\n")
     assert cell.outputs[0].traceback[-1].endswith("fine_tune: layer 101 should train")
     assert "public_tests.py:12" in text
-
-
-def test_run_limited_cuts_off_a_hang_and_a_memory_hog(tmp_path):
-    """Does the worker kill a process tree that runs too long or uses too much memory?"""
-    log = tmp_path / "log"
-    hang = [
-        sys.executable,
-        "-c",
-        "import subprocess, sys; subprocess.run([sys.executable, "
-        "'-c', 'import time; time.sleep(60)'])",
-    ]
-    start = time.monotonic()
-    _, killed, _ = batch.run_limited(hang, tmp_path, dict(os.environ), log, 2, 10_000)
-    assert killed.startswith("timeout") and time.monotonic() - start < 20
-    hog = [sys.executable, "-c", "import time; x = bytearray(400 * 2**20); time.sleep(60)"]
-    _, killed, peak = batch.run_limited(hog, tmp_path, dict(os.environ), log, 30, 200)
-    assert killed.startswith("out of memory") and peak > 200
 
 
 def test_find_submissions_in_every_layout(tmp_path):
@@ -324,7 +306,7 @@ def test_every_student_has_a_row(graded):
     rows = graded["rows"]
     assert sorted(rows) == sorted([*variants(graded["course"]), "empty_folder"])
     header = list(next(iter(rows.values())))
-    assert header == ["student", *POINTS, "total", "status", "seconds"]
+    assert header == ["student", "source", *POINTS, "total", "status", "seconds"]
     assert max(POINTS[name] for name in POINTS) == 3 and sum(POINTS.values()) == TOTAL
 
 
