@@ -58,13 +58,16 @@ def test_report_is_written(executed):
 
 @pytest.mark.slow
 def test_fit_accuracy_is_the_accuracy_of_the_predictions(executed):
-    """Does fit()'s final val_accuracy equal predict()'s accuracy read at probability 0.5?"""
+    """Does fit()'s final val_accuracy, in each phase, equal predict()'s read at probability 0.5?"""
     _, metrics, _ = executed
     # With 65 validation photos one photo is 0.015: any disagreement is a whole photo.
-    assert abs(metrics["val_accuracy_fine_tuned"] - metrics["predict_val_accuracy"]) < 1e-6, (
-        metrics["val_accuracy_fine_tuned"],
-        metrics["predict_val_accuracy"],
-    )
+    # (With metrics=["accuracy"], measured here: 0.846 from fit(), 0.877 from predict(),
+    # after the frozen phase.)
+    for fit, predict in (
+        ("val_accuracy_frozen", "predict_val_accuracy_frozen"),
+        ("val_accuracy_fine_tuned", "predict_val_accuracy"),
+    ):
+        assert abs(metrics[fit] - metrics[predict]) < 1e-6, (fit, metrics[fit], metrics[predict])
 
 
 @pytest.mark.slow
