@@ -1,9 +1,9 @@
 """Helpers for the "Transfer learning with MobileNetV2" assignment.
 
-Read it from the top: first what the notebook calls, in the order it calls it
-(the data, the figures, the model helpers), then the plumbing that finds the
-data and the weights. What `trainable` and `training` do is measured in
-`trainable_training.py`.
+Read it from the top: first the data, the figures and the model helpers, in the
+order the notebook uses them; then the plumbing: finding the data and the
+weights, and hiding TensorFlow's start-up notes. What `trainable` and
+`training` do is measured in `trainable_training.py`.
 
 Where things come from (first match wins):
 
