@@ -315,6 +315,8 @@ def run(
     found = submissions.find(folder)
     if not found:
         raise SystemExit(f"No submissions found in {submissions_path}.")
+    # A scheduler that cannot be reached fails the run now, before any work.
+    client, cluster = connect(workers, scheduler) if scheduler else (None, None)
     for sub in found:
         if sub.note.startswith("id collision"):
             print(f"warning: {sub.source} is graded as {sub.student}: {sub.note}", file=sys.stderr)
@@ -359,6 +361,8 @@ def run(
 
     write_grades()
     if not tasks:
+        if client is not None:
+            client.close()
         return [results[sub.student] for sub in found]
 
     stop = {"asked": False}
@@ -372,7 +376,8 @@ def run(
             file=sys.stderr,
         )
 
-    client, cluster = connect(workers, scheduler)
+    if client is None:
+        client, cluster = connect(workers, scheduler)
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
         if client.dashboard_link and importlib.util.find_spec("bokeh"):

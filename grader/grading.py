@@ -184,6 +184,7 @@ def _environment(root: str) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "KERAS_HOME": f"{root}{sandbox.SCRATCH}/.keras",
         "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",  # what was printed before a kill is kept
     }
 
 
