@@ -432,11 +432,16 @@ def tensorflow_startup_notes_hidden():
     """
     sys.stderr.flush()
     try:
-        saved = os.dup(2)
-    except OSError:  # no descriptor 2: nothing would be shown anyway
+        captured = tempfile.TemporaryFile(mode="w+b")
+    except OSError:  # nowhere to write (a read-only sandbox): show the notes, run anyway
         yield
         return
-    with tempfile.TemporaryFile(mode="w+b") as captured:
+    with captured:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2: nothing would be shown anyway
+            yield
+            return
         os.dup2(captured.fileno(), 2)
         try:
             yield
