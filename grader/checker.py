@@ -1,6 +1,7 @@
 """Decide every test call from the records alone (run as a script, never beside student code).
 
-    python -I checker.py < request.json     writes the verdicts to request["result"]
+    python -I checker.py < request.json           writes the verdicts to request["result"]
+    python -I checker.py --serve < config.json    stays warm: answers requests from an inbox
 
 The request names the course's own copy of the learner files (``public_tests.py``
 and its helpers), the folder of records copied out of the student's sandbox, and
@@ -23,6 +24,9 @@ import io
 import json
 import os
 import sys
+import time
+
+STEP_MARKER = "\x1e@step "
 
 
 def judge(call: dict, records: str, tests) -> dict:
@@ -65,15 +69,50 @@ def judge(call: dict, records: str, tests) -> dict:
     return {"passed": True, "output": printed.getvalue(), "message": ""}
 
 
+def answer(request: dict, tests) -> None:
+    """Judge the calls of one request and write the verdicts where it says (atomically)."""
+    verdicts = [judge(call, request["records"], tests) for call in request["calls"]]
+    with open(request["result"] + ".part", "w", encoding="utf-8") as handle:
+        json.dump(verdicts, handle)
+    os.replace(request["result"] + ".part", request["result"])
+
+
+def serve(config: dict, tests) -> None:
+    """Stay warm: answer each ``<n>.request.json`` that appears in the inbox, in order.
+
+    Exits after ``config["requests"]`` answers, so that a long run starts afresh now
+    and then; the grader starts a new one when it needs it.
+    """
+    import keras
+
+    os.write(1, f"\n{STEP_MARKER}ready\n".encode())
+    answered: set[str] = set()
+    while len(answered) < config["requests"]:
+        waiting = sorted(
+            (name for name in os.listdir(config["inbox"]) if name.endswith(".request.json")),
+            key=lambda name: int(name.split(".")[0]),
+        )
+        for name in waiting:
+            if name in answered:
+                continue
+            with open(os.path.join(config["inbox"], name), "rb") as handle:
+                answer(json.loads(handle.read(16 * 2**20)), tests)
+            answered.add(name)
+            keras.backend.clear_session()  # no model of one student stays for the next
+            os.write(1, f"\n{STEP_MARKER}answered {name}\n".encode())
+        time.sleep(0.05)
+
+
 def main() -> None:
     request = json.loads(sys.stdin.read())
     sys.path[:0] = [request["runner"], request["assignment"]]
     os.chdir(request["workdir"])
     import public_tests
 
-    verdicts = [judge(call, request["records"], public_tests) for call in request["calls"]]
-    with open(request["result"], "w", encoding="utf-8") as handle:
-        json.dump(verdicts, handle)
+    if "--serve" in sys.argv:
+        serve(request, public_tests)
+    else:
+        answer(request, public_tests)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them
 CHECKED = "/records"  # where the checker reads the copies taken out of it
 # Times the student's sandbox is started again after a step that crashed or hung.
 RESTARTS = 3
+# Set by the batch workers, which grade many submissions: keep one checker running.
+KEEP_CHECKER_WARM = False
 # The checker's own limits: it runs the course's code only, on records of bounded size.
 CHECKER_LIMITS = sandbox.Limits(wall_seconds=600, step_seconds=None, scratch_mb=64)
 
@@ -320,10 +322,11 @@ def _collect(scratch, records, index, count):
             (records / f"{stem}{suffix}").write_bytes(data)
 
 
-def _check(steps, work, records, missing, options):
-    """Judge every test call in the checker's sandbox; return {grade_id: [verdicts]}."""
-    runner = _runner(work / "checker_runner", "checker.py", "artifacts.py")
-    root = _root(work, options)
+def _check(steps, work, records, missing, options, warm=None):
+    """Judge every test call in the checker's sandbox; return {grade_id: [verdicts]}.
+
+    ``warm`` is a `warm_checker.WarmChecker` to try first (the batch workers keep one).
+    """
     calls = []
     for index, step in enumerate(steps):
         for number, call in enumerate(step.calls):
@@ -339,6 +342,19 @@ def _check(steps, work, records, missing, options):
                     "hidden": call.hidden,
                 }
             )
+    verdicts = warm.judge(records, calls) if warm is not None else None
+    if verdicts is None:
+        verdicts = _check_once(work, records, calls, options)
+    by_cell: dict[str, list] = {}
+    for call, verdict in zip(calls, verdicts):
+        by_cell.setdefault(call["grade_id"], []).append({**verdict, "hidden": call["hidden"]})
+    return by_cell
+
+
+def _check_once(work, records, calls, options) -> list:
+    """Start a checker in its own sandbox for these calls; return its verdicts."""
+    runner = _runner(work / "checker_runner", "checker.py", "artifacts.py")
+    root = _root(work, options)
     scratch = work / "checker_scratch"
     scratch.mkdir()
     request = {
@@ -363,16 +379,12 @@ def _check(steps, work, records, missing, options):
         [sys.executable, "-I", f"{root}{RUNNER}/checker.py"], input=json.dumps(request).encode()
     )
     try:
-        verdicts = json.loads(sandbox.read_artifact(scratch, "verdicts.json", 16 * 2**20))
+        return json.loads(sandbox.read_artifact(scratch, "verdicts.json", 16 * 2**20))
     except (OSError, ValueError) as error:
         raise RuntimeError(
             f"the checker failed ({result.killed or result.returncode}): {error}\n"
             f"{result.output[-3000:]}"
         ) from None
-    by_cell: dict[str, list] = {}
-    for call, verdict in zip(calls, verdicts):
-        by_cell.setdefault(call["grade_id"], []).append({**verdict, "hidden": call["hidden"]})
-    return by_cell
 
 
 def grade(notebook, master, learner_files, root, options: Options = Options()) -> Outcome:
@@ -391,5 +403,10 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
         records, missing, cell_errors, peak = _run_student(
             steps, work, options, started + options.total_seconds, problems
         )
-        verdicts = _check(steps, work, records, missing, options)
+        warm = None
+        if KEEP_CHECKER_WARM and options.sandboxed:
+            from .warm_checker import WarmChecker
+
+            warm = WarmChecker.for_course(learner_files, root, options)
+        verdicts = _check(steps, work, records, missing, options, warm)
     return Outcome(verdicts, cell_errors, problems, time.monotonic() - started, peak)

@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import time
 
+from . import grading
 from .course import ASSIGNMENT, NOTEBOOK, db_url
 from .execute import STATUS_FILE
 
@@ -146,6 +147,7 @@ def grade_submission(bundle: dict, task: dict) -> dict:
     from nbgrader.converters import Autograde, GenerateFeedback
 
     started = time.monotonic()
+    grading.KEEP_CHECKER_WARM = True  # this process grades many submissions
     student, options = task["student"], task["options"]
     # TensorFlow in the sandboxes gets this worker's share of the cores.
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
