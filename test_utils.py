@@ -82,8 +82,8 @@ def describe(operation):
         return f"Dropout(rate={operation.rate:g})"
     if kind == "RandomFlip":
         return f"RandomFlip(mode={operation.get_config().get('mode')!r})"
-    if kind in ("RandomRotation", "RandomZoom", "RandomContrast", "RandomTranslation"):
-        config = operation.get_config()
+    config = operation.get_config() if kind.startswith("Random") else {}
+    if "factor" in config or "height_factor" in config:
         factor = config.get("factor", config.get("height_factor"))
         if isinstance(factor, (tuple, list)) and len(factor) == 2 and factor[0] == -factor[1]:
             factor = factor[1]

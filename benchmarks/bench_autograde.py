@@ -27,9 +27,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]  # a script, not a test
 
-from grader import batch, sample  # noqa: E402
+import sample  # noqa: E402
+
+from grader import batch  # noqa: E402
 from grader.course import ASSIGNMENT  # noqa: E402
 
 # A course config with nbgrader's own autograde pipeline (Execute), for the anchor.

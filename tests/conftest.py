@@ -9,9 +9,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
-# The project's own modules (utils, public_tests, test_utils, tools/) are imported by the tests.
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
 os.environ.setdefault("ALPACA_DATASET", str(SHARED / "data" / "alpaca"))
 os.environ.setdefault("ALPACA_WEIGHTS_DIR", str(SHARED / "weights"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -19,10 +19,11 @@ import zipfile
 
 import nbformat
 import pytest
+import sample
 from traitlets.config.loader import PyFileConfigLoader
 
 import build
-from grader import batch, plan, sample, submissions
+from grader import batch, plan, submissions
 from grader import course as course_module
 from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant

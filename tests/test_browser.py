@@ -5,7 +5,8 @@ learner release, with the data and weights variables set and no token.
 Playwright for Python drives /usr/bin/chromium (never a browser of its own): the
 test opens the notebook, runs the set-up cell, runs Exercise 1's test cell on the
 stub, types an answer into the editor, and reads the test cell's verdict in the
-page. It saves a screenshot in build/browser/ for a person to look at.
+page. It saves screenshots in build/browser/ for a person to look at: the stub's
+failure, the answer passing, and the page as the test left it.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def jupyterlab(release, tmp_path_factory, dataset_dir, weights_dir):
     home = tmp_path_factory.mktemp("jupyter")
     port = free_port()
     (home / "config").mkdir()
+    (home / "tmp").mkdir()
     (home / "config" / "jupyter_server_config.py").write_text(
         SERVER_CONFIG.format(port=port, root=str(release), allow_root=os.geteuid() == 0)
     )
@@ -104,6 +106,9 @@ def jupyterlab(release, tmp_path_factory, dataset_dir, weights_dir):
         JUPYTER_RUNTIME_DIR=str(home / "runtime"),
         JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
         IPYTHONDIR=str(home / "ipython"),
+        # configure_jupyter_server() makes temporary folders: keep them in pytest's.
+        TMPDIR=str(home / "tmp"),
+        JUPYTERLAB_GALATA_ROOT_DIR=str(release),
         PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     )
     # The learner's kernel starts as it would on their machine, with TensorFlow's logs on.

@@ -17,8 +17,9 @@ import sys
 import time
 
 import pytest
+import sample
 
-from grader import batch, sample
+from grader import batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -64,6 +65,7 @@ class Cluster:
     """A `dask scheduler` and `dask worker` processes, started from the project's environment."""
 
     def __init__(self, folder: pathlib.Path, workers: int):
+        folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the project, as installed on a worker

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -27,7 +26,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import trainable_training  # noqa: E402
 import utils  # noqa: E402

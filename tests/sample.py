@@ -14,17 +14,15 @@ import sys
 
 import nbformat
 
-from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
+import build  # tools/build.py: the master notebook is made as for the release
+from grader.course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The master notebook is made from the master script by tools/build.py, as for the release.
-sys.path.insert(0, str(ROOT / "tools"))
-import build  # noqa: E402
 
 
 def make_course(dest: pathlib.Path) -> pathlib.Path:
     """Make a course in ``dest`` from the real one, and run generate_assignment in it."""
-    from .course import nbgrader
+    from grader.course import nbgrader
 
     dest = build.copy_course(pathlib.Path(dest))
     source = dest / "source" / ASSIGNMENT
