@@ -34,8 +34,8 @@ import nbclient
 import nbconvert
 import nbformat
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import build  # noqa: E402
+# Run as a script, its folder tools/ is on the path; the tests have it in pytest's pythonpath.
+import build
 
 # Run after the frozen phase, before fine-tuning changes the model.
 FROZEN_PREDICT_CELL = """\
