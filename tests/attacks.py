@@ -134,7 +134,8 @@ def _atk_roots():
             roots.append(entry + "/root" + cwd)
         except OSError:
             pass
-    roots += [p for p in _atk_sys.path if p and _atk_os.path.isdir(p)]
+    # Where imports come from, but not the installed packages: nothing of the course there.
+    roots += [p for p in _atk_sys.path if p and _atk_os.path.isdir(p) and "/lib/python" not in p]
     roots += ["/tmp", _atk_os.path.expanduser("~"), "/work", "/home", "/srv", "/opt", "/mnt", "/"]
     seen, ordered = set(), []
     for root in roots:
@@ -160,6 +161,8 @@ def _atk_find(match, depth=7, seconds=6.0):
             visited.add(real)
             dirs[:] = [d for d in dirs if d not in _ATK_SKIP] if folder.rstrip("/").count("/") - base < depth else []
             for name in files:
+                if _atk_time.monotonic() > deadline:
+                    return found
                 path = _atk_os.path.join(folder, name)
                 try:
                     wanted = match(path)
