@@ -242,17 +242,23 @@ def produce_alpaca_model(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER)
     return record
 
 
-def _rebuild_alpaca_model(ex, record):
+def _expect_model(ex, record, expected):
+    """Fail on an error of the learner's code, or when it returned no model."""
     if "error" in record:
         tu.learner_error(ex, record["error"])
     returned = record["returned"]
     if not returned["is_model"]:
         found = "None" if returned["none"] else f"a {returned['type']}"
-        tu.fail(
-            ex,
-            f"returned {found}; expected a tf.keras.Model. End with "
-            f"`return model`, where model = tf.keras.Model(inputs, outputs) (step 10).",
-        )
+        tu.fail(ex, f"returned {found}; expected {expected}")
+
+
+def _rebuild_alpaca_model(ex, record):
+    _expect_model(
+        ex,
+        record,
+        "a tf.keras.Model. End with `return model`, where "
+        "model = tf.keras.Model(inputs, outputs) (step 10).",
+    )
     return tu.rebuild_model(ex, record["model"])
 
 
@@ -479,17 +485,8 @@ def produce_fine_tune(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE
 
 def _rebuild_fine_tuned(ex, record):
     """Rebuild the model fine_tune() was given, as it left it."""
-    if "error" in record:
-        tu.learner_error(ex, record["error"])
-    if not record["same_model"]:
-        returned = record["returned"]
-        if not returned["is_model"]:
-            found = "None" if returned["none"] else f"a {returned['type']}"
-            tu.fail(
-                ex,
-                f"returned {found}; expected the model passed in. End with "
-                f"`return model` (step 4).",
-            )
+    if "error" in record or not record["same_model"]:
+        _expect_model(ex, record, "the model passed in. End with `return model` (step 4).")
         tu.fail(
             ex,
             "returned another model; expected the model passed in, changed and "

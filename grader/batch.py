@@ -384,7 +384,9 @@ def run(
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="alpaca-batch-") as temp:
             template = template_gradebook(course, pathlib.Path(temp))
-            bundle = client.scatter(worker.course_bundle(course, template), broadcast=True)
+            # A task, not scattered data: if every worker that holds it dies, the
+            # scheduler computes it again instead of cancelling the gradings.
+            bundle = client.submit(worker.unpack_course, worker.course_bundle(course, template))
         futures = {}
         for task, base in tasks:
             future = client.submit(

@@ -51,6 +51,12 @@ def course_bundle(course: pathlib.Path, template_db: pathlib.Path) -> dict:
     return {"files": files, "digest": digest.hexdigest()}
 
 
+def unpack_course(bundle: dict) -> dict:
+    """The task that puts the course on a worker: unpacked once, then handed to each grading."""
+    Course.get(bundle)
+    return bundle
+
+
 class Course:
     """The course, unpacked once per worker process, and private copies of it per task."""
 
