@@ -8,10 +8,13 @@ every public test of its exercise, including the hidden-test arguments.
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import catalogue
 import pytest
+
+from grader import artifacts
 
 public_tests = pytest.importorskip("public_tests")
 import test_utils  # noqa: E402
@@ -23,7 +26,23 @@ def env():
 
 
 def run_public(test_name, function, kwargs=()):
+    """Run a public test as the notebook does: produce and check in one process."""
     getattr(public_tests, test_name)(function, **catalogue.call_kwargs(kwargs))
+
+
+def run_graded(test_name, function, kwargs=(), folder=None):
+    """Run a public test as grading does: the record goes to disk and back between the halves."""
+    produce, check = public_tests.TESTS[test_name]
+    kwargs = catalogue.call_kwargs(kwargs)
+
+    def accepted(half):
+        return {k: v for k, v in kwargs.items() if k in inspect.signature(half).parameters}
+
+    stem = str(folder / test_name)
+    artifacts.dump(produce(function, **accepted(produce)), stem)
+    with open(f"{stem}.json", "rb") as handle:
+        record = artifacts.load(handle.read(), f"{stem}.npz")
+    check(record, **accepted(check))
 
 
 # --------------------------------------------------------------------------
@@ -89,11 +108,15 @@ def test_stub_is_what_nbgrader_releases():
 @pytest.mark.parametrize(
     "variant", catalogue.MISTAKES, ids=[f"{v.grade_id}-{v.id}" for v in catalogue.MISTAKES]
 )
-def test_mistake_is_caught(env, variant):
-    """Does the public test fail on this mistake, with a message that names the problem?"""
+def test_mistake_is_caught(env, variant, tmp_path):
+    """Does the public test fail on this mistake, inline and as graded, with a message that names the problem?"""
     function = catalogue.load(variant.grade_id, variant.replacements, env=env)
+    with pytest.raises(AssertionError) as graded:
+        run_graded(variant.test, function, variant.kwargs, tmp_path)
     with pytest.raises(AssertionError) as failure:
         run_public(variant.test, function, variant.kwargs)
+    # Keras numbers its layers per process ("input_layer_3"): compare without the numbers.
+    assert re.sub(r"_\d+\b", "", str(graded.value)) == re.sub(r"_\d+\b", "", str(failure.value))
     message = str(failure.value)
     print(message)
     assert variant.phrase in message, message
@@ -111,8 +134,8 @@ def test_mistakes_are_distinct():
 @pytest.mark.parametrize(
     "variant", catalogue.CORRECT, ids=[f"{v.grade_id}-{v.id}" for v in catalogue.CORRECT]
 )
-def test_correct_variant_passes(env, variant):
-    """Does this correct way of writing the solution pass every public test of its exercise?"""
+def test_correct_variant_passes(env, variant, tmp_path):
+    """Does this correct way of writing the solution pass every public test of its exercise, as graded?"""
     function = catalogue.load(variant.grade_id, variant.replacements, env=env)
     calls = catalogue.PUBLIC_CALLS[variant.grade_id]
     # Keep the file fast: the solution already runs every hidden-argument call.
@@ -121,7 +144,7 @@ def test_correct_variant_passes(env, variant):
     if variant.grade_id == "fine_tune":
         calls = calls[:1] + calls[2:3]
     for test_name, kwargs in calls:
-        run_public(test_name, function, kwargs)
+        run_graded(test_name, function, kwargs, tmp_path)
 
 
 # --------------------------------------------------------------------------
