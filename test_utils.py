@@ -341,8 +341,21 @@ def _keras_only(config):
     return None
 
 
+# The models rebuilt last, by their configuration: two tests of one model rebuild it once.
+_rebuilt = {}
+
+
+def forget_models():
+    """Drop the models kept by rebuild_model()."""
+    _rebuilt.clear()
+
+
 def rebuild_model(exercise, record, what="the model"):
-    """Rebuild a model from its record (Keras's safe mode: no code is loaded from it)."""
+    """Rebuild a model from its record (Keras's safe mode: no code is loaded from it).
+
+    A model with the same configuration as the last one rebuilt is reused, with the
+    record's weights and trainable flags set again.
+    """
     import keras
 
     if "error" in record:
@@ -353,11 +366,15 @@ def rebuild_model(exercise, record, what="the model"):
             f"{error['message']}). Build it only from Keras layers, as the instructions do.",
         )
     try:
-        config = json.loads(record["config"])
-        foreign = _keras_only(config)
-        if foreign:
-            raise ValueError(f"{foreign} is not a Keras built-in layer")
-        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        model = _rebuilt.get(record["config"])
+        if model is None:
+            config = json.loads(record["config"])
+            foreign = _keras_only(config)
+            if foreign:
+                raise ValueError(f"{foreign} is not a Keras built-in layer")
+            model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+            _rebuilt.clear()
+            _rebuilt[record["config"]] = model
         model.set_weights(list(record["weights"]))
         flags = record["trainable"]
         layers = layers_in_order(model)

@@ -47,7 +47,12 @@ def not_defined(name: str, cell_errors: dict) -> dict:
     }
 
 
-def produce(call: dict, namespace: dict, cell_errors: dict) -> dict:
+def produce(call: dict, namespace: dict, cell_errors: dict, made: dict) -> dict:
+    """Call the produce half of a test; a call made before with the same inputs is reused.
+
+    (alpaca_model_test and frozen_base_test, for one, both judge the model that
+    alpaca_model() returns for the same inputs.)
+    """
     target = namespace.get(call["target"])
     if target is None:
         return not_defined(call["target"], cell_errors)
@@ -55,7 +60,10 @@ def produce(call: dict, namespace: dict, cell_errors: dict) -> dict:
     produce_half = tests.TESTS[call["test"]][0]
     accepted = inspect.signature(produce_half).parameters
     kwargs = {k: v for k, v in call["kwargs"].items() if k in accepted}
-    return produce_half(target, **kwargs)
+    key = json.dumps([produce_half.__name__, call["target"], kwargs], sort_keys=True, default=str)
+    if key not in made:
+        made[key] = produce_half(target, **kwargs)
+    return made[key]
 
 
 def main() -> None:
@@ -72,6 +80,7 @@ def main() -> None:
 
     shell = InteractiveShell.instance()
     cell_errors = dict(plan["cell_errors"])  # what earlier runs saw go wrong
+    made = {}  # the records made so far, by their inputs
     for index, step in enumerate(plan["steps"]):
         if index in plan["skip"]:
             continue
@@ -87,7 +96,7 @@ def main() -> None:
             continue
         for number, call in enumerate(step["calls"]):
             try:
-                record = produce(call, shell.user_ns, cell_errors)
+                record = produce(call, shell.user_ns, cell_errors, made)
             except BaseException as error:  # noqa: BLE001 -- the tests' own code broke
                 record = {
                     "crash": f"{type(error).__name__}: {str(error).strip()[:300]}",

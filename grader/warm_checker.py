@@ -58,8 +58,9 @@ class WarmChecker:
     def for_course(cls, learner_files, root, options) -> WarmChecker:
         """The warm checker of this course's learner files, started on first use."""
         digest = hashlib.sha256()
-        for path in sorted(map(str, learner_files)):
-            digest.update(path.encode() + pathlib.Path(path).read_bytes())
+        for path in sorted(pathlib.Path(p) for p in learner_files):
+            relative = path.relative_to(root).as_posix()
+            digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
         key = digest.hexdigest()
         if key not in cls._by_course:
             cls._by_course[key] = cls(learner_files, root, options)
