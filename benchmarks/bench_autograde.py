@@ -39,10 +39,15 @@ from grader.course import ASSIGNMENT  # noqa: E402
 PLAIN_CONFIG = """
 c = get_config()
 load_subconfig({course!r})
-from nbgrader.converters.autograde import Autograde
-c.Autograde.autograde_preprocessors = Autograde.class_traits()[
-    "autograde_preprocessors"
-].default_value
+c.CourseDirectory.root = {root!r}
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 c.Execute.timeout = 300
 """
 
@@ -57,7 +62,7 @@ def plain_nbgrader(course: pathlib.Path, folder: pathlib.Path, count: int) -> di
     for name in ("gradebook.db",):
         (plain / name).write_bytes((course / name).read_bytes())
     (plain / "nbgrader_config.py").write_text(
-        PLAIN_CONFIG.format(course=str(course / "nbgrader_config.py"))
+        PLAIN_CONFIG.format(course=str(course / "nbgrader_config.py"), root=str(plain))
     )
     seconds, peaks = [], []
     start = time.monotonic()
