@@ -20,6 +20,17 @@ from grader.course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+# The points of each test cell, as the README's table gives them: 13 in all.
+POINTS = {
+    "data_augmenter_test": 2,
+    "alpaca_model_test": 3,
+    "frozen_base_test": 3,
+    "fine_tune_test": 3,
+    "fine_tune_compile_test": 2,
+}
+TOTAL = 13
+
+
 def make_course(dest: pathlib.Path) -> pathlib.Path:
     """Make a course in ``dest`` from the real one, and run generate_assignment in it."""
     from grader.course import nbgrader

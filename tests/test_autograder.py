@@ -20,6 +20,7 @@ import zipfile
 import nbformat
 import pytest
 import sample
+from sample import POINTS, TOTAL
 from traitlets.config.loader import PyFileConfigLoader
 
 import build
@@ -30,14 +31,6 @@ from grader.feedback import HideHiddenTests, significant
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COURSE = ROOT / "course"
-TOTAL = 13
-POINTS = {
-    "data_augmenter_test": 2,
-    "alpaca_model_test": 3,
-    "frozen_base_test": 3,
-    "fine_tune_test": 3,
-    "fine_tune_compile_test": 2,
-}
 # The grading options of the slow tests: cells of a correct submission take < 30 s here.
 CELL_TIMEOUT = 90
 SUBMISSION_TIMEOUT = 600
