@@ -44,7 +44,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt | system-p
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python tools/run_notebook.py
+	$(BIN)/python -m tools.run_notebook
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -53,10 +53,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 release: $(STAMP)
-	$(BIN)/python tools/build.py
+	$(BIN)/python -m tools.build
 
 check-release: $(STAMP)
-	$(BIN)/python tools/build.py --check
+	$(BIN)/python -m tools.build --check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -67,10 +67,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 figures: $(STAMP)
-	$(BIN)/python tools/make_figures.py
+	$(BIN)/python -m tools.make_figures
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_notebook.py
+	$(BIN)/python -m benchmarks.bench_notebook
 
 clean:
 	rm -rf build course/release course/submitted course/autograded course/feedback course/gradebook.db

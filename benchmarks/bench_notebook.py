@@ -23,13 +23,11 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
 
 PUBLIC_TESTS = """
 import time, sys, json, resource
 start = time.perf_counter()
-sys.path[:0] = [{root!r}, {tools!r}]
-import master
+from tools import master
 namespace = master.solution_namespace()
 imported = time.perf_counter() - start
 import public_tests
@@ -51,8 +49,8 @@ print("RESULT", json.dumps({{"import": imported, "tests": times,
 
 THROUGHPUT = """
 import time, sys, json, resource
-sys.path[:0] = [{root!r}, {tools!r}]
-import master, utils
+import utils
+from tools import master
 import tensorflow as tf
 namespace = master.solution_namespace()
 train, _ = utils.load_datasets()
@@ -81,8 +79,10 @@ print("RESULT", json.dumps({{"images": images, "frozen": frozen, "fine_tune": fi
 
 
 def run_python(code: str) -> dict:
-    script = code.format(root=str(ROOT), tools=str(ROOT / "tools"))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    script = code.format()  # the templates double their braces
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT
+    )
     if result.returncode != 0:
         sys.exit(result.stderr[-3000:])
     line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))

@@ -15,12 +15,10 @@ import io
 import os
 import pathlib
 import statistics
-import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tools")]
 os.environ.setdefault("ALPACA_DATASET", str(SHARED / "data" / "alpaca"))
 os.environ.setdefault("ALPACA_WEIGHTS_DIR", str(SHARED / "weights"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,7 +36,7 @@ def main():
 
     import_seconds = time.perf_counter() - start
 
-    import catalogue
+    from tests import catalogue
 
     env = catalogue.namespace()
     rows = [

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import build
-import master
 from grader import plan
+from tools import build, master
 
 SOLUTION_BLOCK = re.compile(
     r"^([ \t]*)### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION\n", re.S | re.M

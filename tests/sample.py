@@ -14,8 +14,8 @@ import sys
 
 import nbformat
 
-import build  # tools/build.py: the master notebook is made as for the release
 from grader.course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK
+from tools import build  # the master notebook is made as for the release
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

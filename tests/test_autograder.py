@@ -23,11 +23,11 @@ import sample
 from sample import POINTS, TOTAL
 from traitlets.config.loader import PyFileConfigLoader
 
-import build
 from grader import batch, plan, submissions
 from grader import course as course_module
 from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
+from tools import build
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COURSE = ROOT / "course"
@@ -287,7 +287,6 @@ def total(graded, student):
 @pytest.mark.slow
 def test_release_holds_exactly_the_learner_files(graded):
     """Does generate_assignment release exactly the learner files, without the master script?"""
-    import build
 
     release = graded["course"] / "release" / ASSIGNMENT
     files = sorted(p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file())

@@ -25,7 +25,7 @@ import nbformat
 import pytest
 from playwright.sync_api import sync_playwright
 
-import build
+from tools import build
 
 CHROMIUM = pathlib.Path("/usr/bin/chromium")
 # As root on these machines Chromium needs --no-sandbox, and without the networking

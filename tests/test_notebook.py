@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-import run_notebook
+from tools import run_notebook
 
 
 @pytest.fixture(scope="module")

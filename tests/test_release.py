@@ -10,7 +10,7 @@ import jupytext
 import nbformat
 import pytest
 
-import build
+from tools import build
 
 NOTEBOOKS = (build.MASTER_NOTEBOOK, build.LEARNER_NOTEBOOK)
 
@@ -35,9 +35,10 @@ def solution_lines(script_text: str) -> list[str]:
 def test_generated_notebooks_do_not_drift():
     """Do the committed notebooks equal a fresh generation from the master script?"""
     result = subprocess.run(
-        [sys.executable, str(build.ROOT / "tools" / "build.py"), "--check"],
+        [sys.executable, "-m", "tools.build", "--check"],
         capture_output=True,
         text=True,
+        cwd=build.ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

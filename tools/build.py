@@ -6,8 +6,8 @@
       -> <A>.ipynb at the top level    the learner notebook (generated)
 
 Usage:
-    python tools/build.py           regenerate the committed notebooks
-    python tools/build.py --check   regenerate in a temporary folder and fail if the
+    python -m tools.build           regenerate the committed notebooks
+    python -m tools.build --check   regenerate in a temporary folder and fail if the
                                     committed notebooks or the release file list differ
 
 Both modes also refresh the symlinks that put the learner files into the nbgrader

@@ -1,6 +1,6 @@
 """Draw the teaching diagrams of the notebook into images/.
 
-    python tools/make_figures.py
+    python -m tools.make_figures
 
 Writes, with matplotlib only:
 

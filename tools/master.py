@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-import build
+from tools import build
 
 EXERCISES = ("data_augmenter", "alpaca_model", "fine_tune")
 

@@ -1,6 +1,6 @@
 """The main job: execute the solution notebook end to end and write a report.
 
-    python tools/run_notebook.py [--out build/run] [--timeout 1200]
+    python -m tools.run_notebook [--out build/run] [--timeout 1200]
 
 It copies the master notebook (with solutions) and the learner files into the
 output folder, executes the notebook in a real Jupyter kernel on the real data
@@ -34,8 +34,7 @@ import nbclient
 import nbconvert
 import nbformat
 
-# Run as a script, its folder tools/ is on the path; the tests have it in pytest's pythonpath.
-import build
+from tools import build
 
 # Run after the frozen phase, before fine-tuning changes the model.
 FROZEN_PREDICT_CELL = """\
