@@ -1,6 +1,6 @@
 """Benchmark the batch autograder (prints a table; nothing here is a test).
 
-    python benchmarks/bench_autograde.py [--n 20] [--workers 1 2] [--anchor N]
+    python -m benchmarks.bench_autograde [--n 20] [--workers 1 2] [--anchor N]
 
 Builds a temporary course from the master and hands in N copies of the solution.
 In one run it measures:
@@ -27,13 +27,9 @@ import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools"), str(ROOT / "tests")]  # a script, not a test
-
-import sample  # noqa: E402
-
-from grader import batch  # noqa: E402
-from grader.course import ASSIGNMENT  # noqa: E402
+from grader import batch
+from grader.course import ASSIGNMENT
+from tests import sample
 
 # A course config with nbgrader's own autograde pipeline (Execute), for the anchor.
 PLAIN_CONFIG = """
