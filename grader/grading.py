@@ -1,6 +1,6 @@
 """Grade one notebook: run it in the student's sandbox, then judge its records apart.
 
-    outcome = grade(notebook, learner_files=[...], options=Options())
+    outcome = grade(submission, master, learner_files, root, Options())
 
 1. The student's sandbox runs ``driver.py`` on the plan of the notebook (its set-up
    and answer cells, and the produce half of each test call, hidden inputs given at
