@@ -1,7 +1,8 @@
 """nbgrader configuration of the course (run nbgrader from this folder).
 
 For a whole class, grade with `python -m grader.batch` (see the README): it runs
-nbgrader autograde in parallel, survives broken submissions and writes grades.csv.
+nbgrader autograde on Dask workers, survives broken submissions and writes grades.csv.
+Student code always runs in a sandbox (SandboxedExecute below), here as there.
 """
 
 import pathlib

@@ -28,7 +28,7 @@ from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import find_all_files
-from traitlets import Bool, Float, Integer
+from traitlets import Bool, Integer
 
 from . import grading
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
@@ -82,7 +82,6 @@ class SandboxedExecute(NbGraderPreprocessor):
     sandbox = Bool(
         True, help="Run student code under bubblewrap. False is for trusted notebooks only."
     ).tag(config=True)
-    seconds = Float(0.0)
 
     def _source(self, assignment: str, notebook: str):
         """The master notebook, and the learner files nbgrader copies beside a submission."""
@@ -133,6 +132,3 @@ class SandboxedExecute(NbGraderPreprocessor):
                 "peak_mb": outcome.peak_mb,
             }
             (folder / STATUS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
-
-    def preprocess_cell(self, cell, resources, index):  # pragma: no cover - unused
-        return cell, resources
