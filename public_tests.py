@@ -17,6 +17,7 @@ of the notebook.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
@@ -699,3 +700,9 @@ TESTS = {
     "fine_tune_test": (produce_fine_tune, check_fine_tune),
     "fine_tune_compile_test": (produce_fine_tune, check_fine_tune_compile),
 }
+
+
+def inputs_for(half, inputs):
+    """The keyword arguments of a test that one of its halves takes."""
+    accepted = inspect.signature(half).parameters
+    return {name: value for name, value in inputs.items() if name in accepted}

@@ -103,7 +103,7 @@ def _sha256(path) -> str | None:
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else None
 
 
-def make_task(sub, release, options) -> tuple[dict | None, dict]:
+def make_task(sub, release, options, digest) -> tuple[dict | None, dict]:
     """Return ``(task or None, base result)``: None when there is nothing to grade."""
     result = {
         "student": sub.student,
@@ -112,7 +112,7 @@ def make_task(sub, release, options) -> tuple[dict | None, dict]:
         "comments": {},
         "notes": [sub.note] if sub.note else [],
         "notebook": str(sub.notebook) if sub.notebook else None,
-        "sha256": _sha256(sub.notebook),
+        "sha256": digest,
         "seconds": 0.0,
     }
     if sub.notebook is None:
@@ -337,13 +337,14 @@ def run(
     results, tasks, skipped = {}, [], 0
     for sub in found:
         record = out / "results" / f"{sub.student}.json"
+        digest = _sha256(sub.notebook)
         if record.is_file() and not force:
             previous = json.loads(record.read_text("utf-8"))
-            if previous.get("sha256") == _sha256(sub.notebook):
+            if previous.get("sha256") == digest:
                 results[sub.student] = previous
                 skipped += 1
                 continue
-        task, base = make_task(sub, release, options)
+        task, base = make_task(sub, release, options, digest)
         if task is None:
             results[sub.student] = merge(base, sub, course, out)
         else:

@@ -19,7 +19,6 @@ record could steal or change.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import os
@@ -50,8 +49,7 @@ def judge(call: dict, records: str, tests) -> dict:
             "message": f"the test could not run on your notebook: {record['crash']}",
         }
     check = tests.TESTS[call["test"]][1]
-    accepted = inspect.signature(check).parameters
-    kwargs = {k: v for k, v in call["kwargs"].items() if k in accepted}
+    kwargs = tests.inputs_for(check, call["kwargs"])
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):

@@ -8,7 +8,6 @@ every public test of its exercise, including the hidden-test arguments.
 
 from __future__ import annotations
 
-import inspect
 import re
 
 import catalogue
@@ -35,14 +34,11 @@ def run_graded(test_name, function, kwargs=(), folder=None):
     produce, check = public_tests.TESTS[test_name]
     kwargs = catalogue.call_kwargs(kwargs)
 
-    def accepted(half):
-        return {k: v for k, v in kwargs.items() if k in inspect.signature(half).parameters}
-
     stem = str(folder / test_name)
-    artifacts.dump(produce(function, **accepted(produce)), stem)
+    artifacts.dump(produce(function, **public_tests.inputs_for(produce, kwargs)), stem)
     with open(f"{stem}.json", "rb") as handle:
         record = artifacts.load(handle.read(), f"{stem}.npz")
-    check(record, **accepted(check))
+    check(record, **public_tests.inputs_for(check, kwargs))
 
 
 # --------------------------------------------------------------------------
