@@ -136,16 +136,13 @@ def make_task(sub, release, options, digest) -> tuple[dict | None, dict]:
     return task, result
 
 
-def finish(result: dict, graded: dict | None) -> dict:
+def finish(result: dict, graded: dict) -> dict:
     """Combine the client's base result with what the worker returned."""
-    if graded is None:
-        return result
     how = graded.get("grading") or {}
     notes = list(result["notes"])
     if how and not how.get("sandbox", True):
         notes.append("NO SANDBOX: student code ran unconfined")
     status = graded.get("status") or how.get("status", "no grading status")
-    status = GRADED if status == GRADED else status
     if notes:
         status += f" ({'; '.join(notes)})"
     return {

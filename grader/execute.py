@@ -108,12 +108,12 @@ class SandboxedExecute(NbGraderPreprocessor):
                 cell.outputs = test_cell_outputs(outcome.verdicts[name])
             elif name in outcome.cell_errors:
                 cell.outputs = [error_output(outcome.cell_errors[name], "CellError")]
-        status = outcome.status if self.sandbox else f"{outcome.status} (NO SANDBOX)"
-        self.log.info("Graded in %.1f s: %s", outcome.seconds, status)
-        self._write_status(resources, status, outcome)
+        unconfined = "" if self.sandbox else " (NO SANDBOX)"
+        self.log.info("Graded in %.1f s: %s%s", outcome.seconds, outcome.status, unconfined)
+        self._write_status(resources, outcome)
         return nb, resources
 
-    def _write_status(self, resources, status, outcome) -> None:
+    def _write_status(self, resources, outcome) -> None:
         info = resources.get("nbgrader", {})
         if not info.get("student"):
             return
@@ -125,7 +125,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         )
         if folder.is_dir():
             record = {
-                "status": status,
+                "status": outcome.status,
                 "sandbox": self.sandbox,
                 "problems": outcome.problems,
                 "seconds": round(outcome.seconds, 1),
