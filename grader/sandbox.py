@@ -405,13 +405,17 @@ _SECCOMP = _seccomp_program()
 # Cgroups
 
 
-def _cgroup_v1_dir(controller: str) -> Path | None:
-    """Our own folder in the v1 hierarchy of a controller, when mounted."""
+def _cgroup_place(in_hierarchy, is_mount) -> tuple[Path, Path] | None:
+    """``(mount point, our own folder)`` in the cgroup hierarchy that the predicates pick.
+
+    ``in_hierarchy(hierarchy id, controllers)`` picks our line of /proc/self/cgroup,
+    ``is_mount(fstype, mount options)`` the mount of that hierarchy in mountinfo.
+    """
     own = None
     with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
         for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
+            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+            if in_hierarchy(hierarchy, controllers.split(",")):
                 own = path
     if own is None:
         return None
@@ -419,37 +423,34 @@ def _cgroup_v1_dir(controller: str) -> Path | None:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
-            fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-            if fstype != "cgroup" or controller not in options:
-                continue
-            root, mountpoint = fields[3], fields[4]
-            rel = own
-            if root != "/" and _is_under(own, root):
-                rel = own[len(root) :]
-            candidate = Path(mountpoint + rel)
-            return candidate if candidate.is_dir() else Path(mountpoint)
-    return None
-
-
-def _cgroup_v2_dir() -> Path | None:
-    own = None
-    with contextlib.suppress(OSError), open("/proc/self/cgroup") as f:
-        for line in f:
-            if line.startswith("0::"):
-                own = line[3:].rstrip("\n")
-    if own is None:
-        return None
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] != "cgroup2":
+            if not is_mount(fields[sep + 1], fields[sep + 3].split(",")):
                 continue
             root, mountpoint = fields[3], fields[4]
             rel = own[len(root) :] if root != "/" and _is_under(own, root) else own
-            candidate = Path(mountpoint + rel)
-            return candidate if candidate.is_dir() else None
+            return Path(mountpoint), Path(mountpoint + rel)
     return None
+
+
+def _cgroup_v1_dir(controller: str) -> Path | None:
+    """Our own folder in the v1 hierarchy of a controller, when mounted."""
+    place = _cgroup_place(
+        lambda _, controllers: controller in controllers,
+        lambda fstype, options: fstype == "cgroup" and controller in options,
+    )
+    if place is None:
+        return None
+    mountpoint, own = place
+    return own if own.is_dir() else mountpoint
+
+
+def _cgroup_v2_dir() -> Path | None:
+    place = _cgroup_place(
+        lambda hierarchy, controllers: hierarchy == "0" and controllers == [""],
+        lambda fstype, _: fstype == "cgroup2",
+    )
+    if place is None:
+        return None
+    return place[1] if place[1].is_dir() else None
 
 
 def _write(path: Path, text: str) -> None:
