@@ -58,13 +58,7 @@ def data_augmenter_test(target, image_shape=IMG_SIZE):
 
 def produce_data_augmenter(target):
     """Call your data_augmenter(); record what it returned."""
-    augmenter, error = tu.call_learner(target)
-    if error:
-        return {"error": error}
-    record = {"returned": tu.returned_record(augmenter)}
-    if isinstance(augmenter, keras.Sequential):
-        record["model"] = tu.model_record(augmenter)
-    return record
+    return tu.call_and_record(target, (), keras.Sequential)
 
 
 def check_data_augmenter(record, image_shape=IMG_SIZE):
@@ -234,13 +228,8 @@ def frozen_base_test(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
 
 def produce_alpaca_model(target, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
     """Call your alpaca_model() with a fresh augmenter; record the model it returned."""
-    model, error = tu.call_learner(target, tuple(image_shape), tu.augmenter(augmenter))
-    if error:
-        return {"error": error}
-    record = {"returned": tu.returned_record(model)}
-    if isinstance(model, keras.Model):
-        record["model"] = tu.model_record(model)
-    return record
+    arguments = (tuple(image_shape), tu.augmenter(augmenter))
+    return tu.call_and_record(target, arguments, keras.Model)
 
 
 def _expect_model(ex, record, expected):

@@ -321,6 +321,17 @@ def model_record(model):
     }
 
 
+def call_and_record(function, args, model_class):
+    """Call your function; record what it returned, with the model when it is a model_class."""
+    value, error = call_learner(function, *args)
+    if error:
+        return {"error": error}
+    record = {"returned": returned_record(value)}
+    if isinstance(value, model_class):
+        record["model"] = model_record(value)
+    return record
+
+
 def _keras_only(config):
     """Return the first class of ``config`` that is not a Keras built-in, or None."""
     if isinstance(config, dict):
