@@ -458,6 +458,28 @@ def test_batch_command_line(graded, tmp_path):
 
 
 @pytest.mark.slow
+def test_no_sandbox_grades_trusted_notebooks_and_says_so(graded, tmp_path):
+    """Does --no-sandbox grade the solution in plain processes, with a status that says so?"""
+    sample.write_submission(
+        tmp_path / "in", "own_solution", sample.solution_notebook(graded["course"])
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "grader.batch", str(tmp_path / "in"), "--course"]
+        + [str(graded["course"]), "--out", str(tmp_path / "out"), "--workers", "1"]
+        + ["--no-sandbox"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "grades.csv", newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["total"]) == TOTAL
+    assert row["status"] == "graded (NO SANDBOX: student code ran unconfined)"
+
+
+@pytest.mark.slow
 def test_nbgrader_validate_master_and_inverted_release(graded):
     """Does `nbgrader validate` pass the master, and `validate --invert` pass the release?"""
     course = graded["course"]
