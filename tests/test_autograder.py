@@ -458,14 +458,14 @@ def test_batch_command_line(graded, tmp_path):
 
 
 @pytest.mark.slow
-def test_no_sandbox_grades_trusted_notebooks_and_says_so(graded, tmp_path):
+def test_no_sandbox_grades_trusted_notebooks_and_says_so(tmp_path):
     """Does --no-sandbox grade the solution in plain processes, with a status that says so?"""
-    sample.write_submission(
-        tmp_path / "in", "own_solution", sample.solution_notebook(graded["course"])
-    )
+    sample.environment()
+    course = sample.make_course(tmp_path / "course")  # its own: the gradebook gets a row
+    sample.write_submission(tmp_path / "in", "own_solution", sample.solution_notebook(course))
     result = subprocess.run(
         [sys.executable, "-m", "grader.batch", str(tmp_path / "in"), "--course"]
-        + [str(graded["course"]), "--out", str(tmp_path / "out"), "--workers", "1"]
+        + [str(course), "--out", str(tmp_path / "out"), "--workers", "1"]
         + ["--no-sandbox"],
         cwd=ROOT,
         capture_output=True,
