@@ -354,6 +354,7 @@ def _keras_only(config):
 
 # The models rebuilt last, by their configuration: two tests of one model rebuild it once.
 _rebuilt = {}
+REBUILT_KEPT = 4
 
 
 def forget_models():
@@ -364,8 +365,8 @@ def forget_models():
 def rebuild_model(exercise, record, what="the model"):
     """Rebuild a model from its record (Keras's safe mode: no code is loaded from it).
 
-    A model with the same configuration as the last one rebuilt is reused, with the
-    record's weights and trainable flags set again.
+    A model with the same configuration as one of the last few rebuilt is reused,
+    with the record's weights and trainable flags set again.
     """
     import keras
 
@@ -377,15 +378,16 @@ def rebuild_model(exercise, record, what="the model"):
             f"{error['message']}). Build it only from Keras layers, as the instructions do.",
         )
     try:
-        model = _rebuilt.get(record["config"])
+        model = _rebuilt.pop(record["config"], None)
         if model is None:
             config = json.loads(record["config"])
             foreign = _keras_only(config)
             if foreign:
                 raise ValueError(f"{foreign} is not a Keras built-in layer")
             model = keras.saving.deserialize_keras_object(config, safe_mode=True)
-            _rebuilt.clear()
-            _rebuilt[record["config"]] = model
+        _rebuilt[record["config"]] = model  # the newest last
+        while len(_rebuilt) > REBUILT_KEPT:
+            del _rebuilt[next(iter(_rebuilt))]
         model.set_weights(list(record["weights"]))
         flags = record["trainable"]
         layers = layers_in_order(model)

@@ -295,7 +295,12 @@ public_tests.alpaca_model_test(
 # %% nbgrader={"grade": true, "grade_id": "frozen_base_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.frozen_base_test(alpaca_model)
 ### BEGIN HIDDEN TESTS
-public_tests.frozen_base_test(alpaca_model, image_shape=(128, 128))
+# The inputs of the hidden alpaca_model_test: one model, built once, judged by both tests.
+public_tests.frozen_base_test(
+    alpaca_model,
+    image_shape=(128, 128),
+    augmenter={"name": "hidden_augmenter", "layers": [["RandomContrast", {"factor": 0.1}]]},
+)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -507,13 +512,14 @@ def fine_tune(model, fine_tune_at=utils.FINE_TUNE_AT, base_learning_rate=BASE_LE
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_test(fine_tune)
 ### BEGIN HIDDEN TESTS
-public_tests.fine_tune_test(fine_tune, fine_tune_at=100)
+public_tests.fine_tune_test(fine_tune, fine_tune_at=100, base_learning_rate=0.01)
 ### END HIDDEN TESTS
 
 # %% nbgrader={"grade": true, "grade_id": "fine_tune_compile_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 public_tests.fine_tune_compile_test(fine_tune)
 ### BEGIN HIDDEN TESTS
-public_tests.fine_tune_compile_test(fine_tune, base_learning_rate=0.01)
+# The inputs of the hidden fine_tune_test: one call of fine_tune(), judged by both tests.
+public_tests.fine_tune_compile_test(fine_tune, fine_tune_at=100, base_learning_rate=0.01)
 ### END HIDDEN TESTS
 
 # %% [markdown]
