@@ -65,8 +65,14 @@ def produce(call: dict, namespace: dict, cell_errors: dict, made: dict) -> dict:
 
 
 def main() -> None:
-    plan = json.loads(sys.stdin.read())
-    sys.path[:0] = [plan["runner"], plan["assignment"]]
+    run(json.loads(sys.stdin.read()))
+
+
+def run(plan: dict) -> None:
+    """Run the plan's steps (called by ``main``, or in a process forked by ``zygote.py``)."""
+    for folder in reversed((plan["runner"], plan["assignment"])):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     import artifacts  # beside this file, in the runner folder
 
     os.makedirs(plan["workdir"], exist_ok=True)

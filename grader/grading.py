@@ -38,8 +38,9 @@ RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them
 CHECKED = "/records"  # where the checker reads the copies taken out of it
 # Times the student's sandbox is started again after a step that crashed or hung.
 RESTARTS = 3
-# Set by the batch workers, which grade many submissions: keep one checker running.
-KEEP_CHECKER_WARM = False
+# Set by the batch workers, which grade many submissions: keep a warm kernel (students'
+# kernels forked with TensorFlow imported) and a warm checker.
+KEEP_WARM = False
 # The checker's own limits: it runs the course's code only, on records of bounded size.
 CHECKER_LIMITS = sandbox.Limits(wall_seconds=600, step_seconds=None, scratch_mb=64)
 
@@ -201,8 +202,11 @@ def _binds(work, runner, options: Options, dataset=True) -> dict[str, str]:
     return binds
 
 
-def _run_student(steps, work, options, deadline, problems):
-    """Run the student's sandbox, again after each broken step; copy the records out."""
+def _run_student(steps, work, options, deadline, problems, warm=None):
+    """Run the student's sandbox, again after each broken step; copy the records out.
+
+    ``warm`` is a `warm_kernel.WarmKernel` to run in (the batch workers keep one).
+    """
     runner = _runner(work / "student_runner", "driver.py", "artifacts.py")
     root = _root(work, options)
     records = work / "records"
@@ -236,22 +240,27 @@ def _run_student(steps, work, options, deadline, problems):
                 for s in steps
             ],
         }
-        box = _box(
-            work,
-            options,
-            readonly=_binds(work, runner, options),
-            scratch=scratch,
-            limits=sandbox.Limits(
-                wall_seconds=remaining,
-                step_seconds=options.step_seconds,
-                memory_mb=options.memory_mb,
-            ),
-            env=_environment(root),
+        limits = sandbox.Limits(
+            wall_seconds=remaining,
+            step_seconds=options.step_seconds,
+            memory_mb=options.memory_mb,
         )
-        result = box.run(
-            [sys.executable, "-I", f"{root}{RUNNER}/driver.py"],
-            input=json.dumps(request).encode(),
-        )
+        if warm is not None:
+            result = warm.run(request, limits)
+            scratch = warm.scratch
+        else:
+            box = _box(
+                work,
+                options,
+                readonly=_binds(work, runner, options),
+                scratch=scratch,
+                limits=limits,
+                env=_environment(root),
+            )
+            result = box.run(
+                [sys.executable, "-I", f"{root}{RUNNER}/driver.py"],
+                input=json.dumps(request).encode(),
+            )
         peak = max(peak, result.peak_mb)
         # The markers say which steps started. The student's code could print fake
         # ones, but that can only lose its own points: records are judged, not markers.
@@ -265,6 +274,8 @@ def _run_student(steps, work, options, deadline, problems):
                 cell_errors[steps[index].grade_id] = str(json.loads(text)["error"])[:400]
             except (OSError, ValueError, KeyError, TypeError):
                 pass
+        if warm is not None:
+            warm.release()  # nothing of this run stays in its scratch
         completed = started if finished else started[:-1]
         done.update(index for index in completed if index in calls)
         if finished:
@@ -400,13 +411,15 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
     with tempfile.TemporaryDirectory(prefix="alpaca-grade-") as temp:
         work = pathlib.Path(temp)
         _copy_files(learner_files, pathlib.Path(root), work / "assignment")
-        records, missing, cell_errors, peak = _run_student(
-            steps, work, options, started + options.total_seconds, problems
-        )
-        warm = None
-        if KEEP_CHECKER_WARM and options.sandboxed:
+        kernel = checker = None
+        if KEEP_WARM and options.sandboxed:
             from .warm_checker import WarmChecker
+            from .warm_kernel import WarmKernel
 
-            warm = WarmChecker.for_course(learner_files, root, options)
-        verdicts = _check(steps, work, records, missing, options, warm)
+            kernel = WarmKernel.for_course(learner_files, root, options)
+            checker = WarmChecker.for_course(learner_files, root, options)
+        records, missing, cell_errors, peak = _run_student(
+            steps, work, options, started + options.total_seconds, problems, kernel
+        )
+        verdicts = _check(steps, work, records, missing, options, checker)
     return Outcome(verdicts, cell_errors, problems, time.monotonic() - started, peak)

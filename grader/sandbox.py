@@ -327,6 +327,28 @@ def _proc_cover_args() -> list[str]:
 # are where kernel exploits live (io_uring, bpf, perf, userfaultfd), the kernel keyrings, the
 # kernel log, tracing, modules, mounts and namespaces. x86_64 numbers.
 _BLOCKED_X86_64 = {
+    # System V IPC and POSIX message queues: objects that outlive their process, so that one
+    # student's could wait in the sandbox for the next (a warm kernel serves many, see
+    # warm_kernel.py). Python's multiprocessing needs none of them (its semaphores are files
+    # in /dev/shm, which is in scratch).
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "shmdt": 67,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "semtimedop": 220,
+    "mq_open": 240,
+    "mq_unlink": 241,
+    "mq_timedsend": 242,
+    "mq_timedreceive": 243,
+    "mq_notify": 244,
+    "mq_getsetattr": 245,
     "ptrace": 101,
     "syslog": 103,
     "personality": 135,
@@ -1105,6 +1127,10 @@ class Sandbox:
         self.limits = limits
         self.cwd = cwd
         self.cgroups = cgroups
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        # While run() runs: the host pid of the sandbox's init (the parent of the command).
+        self.init_pid: int | None = None
         environment = dict(env or {})
         environment.setdefault("PATH", f"{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin")
         environment.setdefault("HOME", f"{SCRATCH}/{_HOME}")
@@ -1153,6 +1179,11 @@ class Sandbox:
         if seccomp_fd is not None:
             args += ["--seccomp", str(seccomp_fd)]
         return args
+
+    def stop(self, reason: str) -> None:
+        """Make a run() in progress (in another thread) kill everything, with this reason."""
+        self._stop_reason = reason
+        self._stop.set()
 
     def _gate(self) -> list[str]:
         if any(inside in ("/usr", "/bin") for inside in self.readonly.values()):
@@ -1222,6 +1253,7 @@ class Sandbox:
             info_w = block_r = seccomp_r = -1
             init_pid = _read_child_pid(info_r, proc)
             init_ctime = _create_time(init_pid)
+            self.init_pid = init_pid
             if init_pid is None or init_ctime is None:
                 # bwrap failed before its sandbox existed (its message is in the output):
                 # the gate never gets its "go", so nothing runs.
@@ -1278,6 +1310,7 @@ class Sandbox:
                 self._kill(proc, init_pid, _create_time(init_pid), cg)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=10)
+            self.init_pid = None
             if proc is not None:
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
@@ -1374,6 +1407,8 @@ class Sandbox:
                     continue
                 if now >= deadline:
                     return f"timeout: the run took more than {lim.wall_seconds:g} s", peak
+                if self._stop.is_set():
+                    return self._stop_reason, peak
                 if step_deadline is not None and now >= step_deadline:
                     what = f"after step {out.steps[-1]!r}" if out.steps else "before the first step"
                     return (

@@ -153,7 +153,7 @@ def grade_submission(bundle: dict, task: dict) -> dict:
     from nbgrader.converters import Autograde, GenerateFeedback
 
     started = time.monotonic()
-    grading.KEEP_CHECKER_WARM = True  # this process grades many submissions
+    grading.KEEP_WARM = True  # this process grades many submissions
     student, options = task["student"], task["options"]
     # TensorFlow in the sandboxes gets this worker's share of the cores.
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
