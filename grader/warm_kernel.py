@@ -67,6 +67,7 @@ class _Session:
     init: psutil.Process | None = None
     zygote: psutil.Process | None = None
     folders: dict = dataclasses.field(default_factory=dict)  # kept folder -> (dev, inode)
+    attributes: dict = dataclasses.field(default_factory=dict)  # the zygote's, at the start
 
 
 class WarmKernel:
@@ -158,6 +159,7 @@ class WarmKernel:
         for name in _KEPT:
             st = os.stat(self.scratch / name, follow_symlinks=False)
             session.folders[name] = (st.st_dev, st.st_ino)
+        session.attributes = _attributes(session.zygote)
         return session
 
     def _stop(self, why: str) -> None:
@@ -185,6 +187,11 @@ class WarmKernel:
             return "the zygote is gone"
         if others:
             return f"{len(others)} process(es) of the last run are still there"
+        try:
+            if _attributes(session.zygote) != session.attributes:
+                return "the zygote's limits or priority were changed"
+        except (psutil.Error, OSError):
+            return "the zygote is gone"
         for name, identity in session.folders.items():
             try:
                 st = os.stat(self.scratch / name, follow_symlinks=False)
@@ -297,6 +304,10 @@ class WarmKernel:
             if now >= next_memory:
                 next_memory = now + 0.1
                 peak = max(peak, _resident(session))
+                if _stopped(session.zygote):  # it cannot report the end of the run
+                    killed = "the kernel's parent process was stopped"
+                    self._stop(killed)
+                    break
             time.sleep(0.01)
         data = os.read(output, 1 << 16)
         while data:
@@ -348,6 +359,28 @@ def _is_dir(top: int, name: str, among) -> bool:
 def _is_zygote(process: psutil.Process) -> bool:
     try:
         return any(part.endswith("zygote.py") for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def _attributes(process: psutil.Process) -> dict:
+    """What a process of the same user could change in the zygote, read from outside."""
+    limits = {}
+    for name in dir(psutil):
+        if name.startswith("RLIMIT_"):
+            limits[name] = process.rlimit(getattr(psutil, name))
+    return {
+        "limits": limits,
+        "nice": process.nice(),
+        "affinity": sorted(process.cpu_affinity()),
+        "ionice": tuple(process.ionice()),
+        "policy": os.sched_getscheduler(process.pid),
+    }
+
+
+def _stopped(process: psutil.Process | None) -> bool:
+    try:
+        return process is not None and process.status() == psutil.STATUS_STOPPED
     except psutil.Error:
         return False
 
