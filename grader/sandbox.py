@@ -7,7 +7,7 @@ The sandbox (one ``bwrap`` per run):
   invisible and cannot be signalled; the host's keyrings are out of reach;
 - all capabilities dropped, no new privileges, no nested user namespaces, a new session, and a
   seccomp filter (x86_64) that refuses io_uring, bpf, perf, userfaultfd, keyrings, ptrace, the
-  kernel log, modules and mounts;
+  kernel log, modules, mounts, System V IPC and message queues;
 - a root filesystem that holds only the read-only binds it is given plus the Python runtime
   (:func:`python_runtime_binds`), a fresh ``/proc`` and a minimal ``/dev``; the root itself,
   ``/dev`` and every bind but the scratch folder are read-only;

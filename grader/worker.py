@@ -4,9 +4,11 @@
 
 A worker stays warm: it unpacks the course once (``Course``), keeps nbgrader and
 the grader imported, and runs ``nbgrader autograde`` and ``generate_feedback``
-in-process, each time in a fresh private copy of the course. Only the student's
-sandbox is new for each submission (see ``grading.py``). Nothing of one student
-stays for the next: the private course is deleted after each task.
+in-process, each time in a fresh private copy of the course. Each student's kernel
+is a new process, forked from a sandboxed parent that imported TensorFlow once
+(``warm_kernel.py``). Nothing of one student stays for the next: the private
+course is deleted after each task, and the warm kernel checks its sandbox between
+two students.
 
 The worker writes nothing the client must read back from disk: the result is data
 (points and comments per test cell, the status, the autograded notebook and the

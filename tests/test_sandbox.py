@@ -360,7 +360,7 @@ def test_host_processes_are_invisible_and_cannot_be_signalled(scratch):
 
 
 def test_kernel_interfaces_for_exploits_are_refused(scratch):
-    """Can code reach io_uring, bpf, perf, userfaultfd, the kernel log or the keyrings?"""
+    """Can code reach io_uring, bpf, perf, userfaultfd, the kernel log, the keyrings or System V IPC?"""
     result = run_py(
         scratch,
         """
@@ -368,7 +368,8 @@ def test_kernel_interfaces_for_exploits_are_refused(scratch):
         libc = ctypes.CDLL(None, use_errno=True)
         calls = {"io_uring_setup": 425, "bpf": 321, "perf_event_open": 298,
                  "userfaultfd": 323, "syslog": 103, "keyctl": 250, "add_key": 248,
-                 "ptrace": 101, "unshare": 272, "mount": 165, "open_by_handle_at": 304}
+                 "ptrace": 101, "unshare": 272, "mount": 165, "open_by_handle_at": 304,
+                 "shmget": 29, "semget": 64, "msgget": 68, "mq_open": 240}
         for name, nr in calls.items():
             ctypes.set_errno(0)
             r = libc.syscall(nr, 0, 0, 0, 0, 0)
@@ -378,7 +379,7 @@ def test_kernel_interfaces_for_exploits_are_refused(scratch):
     )
     assert result.returncode == 0, result.output
     assert "ALLOWED" not in result.output, result.output
-    assert result.output.count("refused") == 11
+    assert result.output.count("refused") == 15
     assert "getpid 2" in result.output  # ordinary calls work; the code is pid 2 of its own
 
 
