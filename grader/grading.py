@@ -20,6 +20,7 @@ into cell outputs; nothing here knows about nbgrader's files or gradebook.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -161,6 +162,15 @@ def _copy_files(files: list[pathlib.Path], root: pathlib.Path, dest: pathlib.Pat
         target = dest / pathlib.Path(path).relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+
+
+def files_digest(files, root) -> str:
+    """A digest of these files' paths under ``root`` and contents (which course they are)."""
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(p) for p in files):
+        relative = path.relative_to(root).as_posix()
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def _runner(folder: pathlib.Path, *modules: str) -> pathlib.Path:

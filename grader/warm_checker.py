@@ -16,7 +16,6 @@ returns None and the caller falls back to a one-shot checker.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -57,11 +56,9 @@ class WarmChecker:
     @classmethod
     def for_course(cls, learner_files, root, options) -> WarmChecker:
         """The warm checker of this course's learner files, started on first use."""
-        digest = hashlib.sha256()
-        for path in sorted(pathlib.Path(p) for p in learner_files):
-            relative = path.relative_to(root).as_posix()
-            digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-        key = digest.hexdigest()
+        from .grading import files_digest
+
+        key = files_digest(learner_files, root)
         if key not in cls._by_course:
             cls._by_course[key] = cls(learner_files, root, options)
         return cls._by_course[key]

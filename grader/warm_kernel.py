@@ -31,12 +31,13 @@ sandbox's seccomp filter. A run that hits a limit kills the whole sandbox.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
 import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -95,13 +96,12 @@ class WarmKernel:
     @classmethod
     def for_course(cls, learner_files, root, options) -> WarmKernel:
         """The warm kernel of this course's learner files and options, made on first use."""
-        digest = hashlib.sha256(repr(options).encode())
-        for path in sorted(pathlib.Path(p) for p in learner_files):
-            relative = path.relative_to(root).as_posix()
-            digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-        key = digest.hexdigest()
+        from .grading import files_digest
+
+        key = files_digest(learner_files, root) + repr(options)
         if key not in cls._by_course:
-            cls._by_course[key] = cls(learner_files, root, options)
+            cls._by_course[key] = kernel = cls(learner_files, root, options)
+            atexit.register(kernel.close)
         return cls._by_course[key]
 
     # ----------------------------------------------------------------------------------
@@ -281,6 +281,16 @@ class WarmKernel:
                 if limits.step_seconds:
                     step_deadline = now + limits.step_seconds
             status = self._exit_status(job)
+            if status == -signal.SIGXCPU:
+                killed = f"timeout: a process used more than {limits.cpu_seconds} s of CPU time"
+                break
+            if status == -signal.SIGKILL:
+                # Killed by the kernel: when the sandbox's own watchdog saw why (out of
+                # memory), it ends the sandbox within a moment and says so.
+                session.thread.join(1)
+                if session.result is not None and session.result.killed:
+                    killed = session.result.killed
+                    break
             if status is not None:
                 returncode = status
                 break

@@ -19,6 +19,7 @@ from grader.warm_kernel import WarmKernel
 
 pytestmark = pytest.mark.slow
 LEARNER_FILES = ("utils.py", "public_tests.py", "test_utils.py", "trainable_training.py")
+MEMORY_MB = 1536  # a run's memory; the sandbox adds the zygote's (warm_kernel.ZYGOTE_MB)
 LIMITS = sandbox.Limits(wall_seconds=120, step_seconds=60, memory_mb=2048)
 
 
@@ -27,7 +28,7 @@ def kernel():
     sample.environment()
     sandbox.check_available()
     files = [sample.ROOT / name for name in LEARNER_FILES]
-    kernel = WarmKernel(files, sample.ROOT, grading.Options())
+    kernel = WarmKernel(files, sample.ROOT, grading.Options(memory_mb=MEMORY_MB))
     yield kernel
     kernel.close()
 
@@ -218,3 +219,12 @@ def test_an_exit_code_comes_back(kernel):
     """Does os._exit(7) in a run give returncode 7, and a crash of the driver a non-zero one?"""
     result, _ = run(kernel, "import os\nos._exit(7)\n")
     assert result.killed is None and result.returncode == 7, result
+
+
+def test_a_memory_bomb_is_killed_and_the_next_run_is_fine(kernel):
+    """Is a run that fills memory past the sandbox's limit killed as out of memory, and the next run fine?"""
+    bomb = "import numpy\nblocks = [numpy.ones(2**27) for _ in range(8)]  # 8 GiB\n"
+    result, _ = run(kernel, bomb)
+    assert result.killed and result.killed.startswith("out of memory"), result
+    after, seen = run(kernel, LOOK)
+    assert after.returncode == 0 and seen["processes"] == [1, 2, seen["pid"]], after.output
