@@ -27,6 +27,7 @@ stops after the result being written, and the next run goes on from there.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import csv
 import datetime
 import hashlib
@@ -262,6 +263,7 @@ def default_workers() -> int:
 
 def connect(workers: int, scheduler: str | None):
     """Return ``(client, cluster or None)``: an embedded LocalCluster, or the given scheduler."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -275,6 +277,9 @@ def connect(workers: int, scheduler: str | None):
             ) from None
         return client, None
     dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    # Dask's statistical profiler samples each worker's stack every 10 ms: CPU taken
+    # from the grading, for a profile nobody reads here.
+    dask.config.set({"distributed.worker.profile.enabled": False})
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -323,7 +328,7 @@ def run(
     by_student = {sub.student: sub for sub in found}
 
     # Cores per worker, for TensorFlow in the sandboxes (one grading at a time per worker).
-    threads = max(1, default_workers() // workers) if not scheduler else 1
+    threads = 1  # one core per worker: --workers N uses N cores
     options = {
         "timeout": timeout,
         "cell_timeout": cell_timeout,
@@ -374,14 +379,17 @@ def run(
             file=sys.stderr,
         )
 
-    if client is None:
-        client, cluster = connect(workers, scheduler)
     previous_handler = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        if client.dashboard_link and importlib.util.find_spec("bokeh"):
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         with tempfile.TemporaryDirectory(prefix="alpaca-batch-") as temp:
-            template = template_gradebook(course, pathlib.Path(temp))
+            # The workers' gradebook is made while the cluster starts (each takes seconds).
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                made = pool.submit(template_gradebook, course, pathlib.Path(temp))
+                if client is None:
+                    client, cluster = connect(workers, scheduler)
+                template = made.result()
+            if client.dashboard_link and importlib.util.find_spec("bokeh"):
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             # A task, not scattered data: if every worker that holds it dies, the
             # scheduler computes it again instead of cancelling the gradings.
             bundle = client.submit(worker.unpack_course, worker.course_bundle(course, template))
@@ -420,7 +428,8 @@ def run(
             future.cancel()
     finally:
         signal.signal(signal.SIGINT, previous_handler)
-        client.close()
+        if client is not None:
+            client.close()
         if cluster is not None:
             cluster.close()
     if stop["asked"]:

@@ -889,6 +889,14 @@ def empty_scratch(scratch: Path) -> None:
         os.close(top)
 
 
+def _openable(parent: int, name: str) -> None:
+    """Give back a folder its owner's rights (the code may have chmod'ed it to 000), so that
+    a grader that is not root can empty it. Only ever called on a folder just checked with
+    lstat, once nothing of the sandbox runs."""
+    with contextlib.suppress(OSError):
+        os.chmod(name, 0o700, dir_fd=parent)
+
+
 def _remove(top: int, name: str) -> None:
     """Remove top/name; folders deeper than _MAX_DEPTH are moved up to top for a later pass,
     so that few descriptors are open at once."""
@@ -899,6 +907,7 @@ def _remove(top: int, name: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=top)
         return
+    _openable(top, name)
     stack = [(os.open(name, _DIR_FLAGS, dir_fd=top), top, name)]
     try:
         while stack:
@@ -911,6 +920,7 @@ def _remove(top: int, name: str) -> None:
                 elif len(stack) >= _MAX_DEPTH:
                     os.rename(child, f"deep-{uuid.uuid4().hex}", src_dir_fd=fd, dst_dir_fd=top)
                 else:
+                    _openable(fd, child)
                     stack.append((os.open(child, _DIR_FLAGS, dir_fd=fd), fd, child))
                     descended = True
                     break
