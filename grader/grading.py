@@ -232,8 +232,6 @@ def _run_student(steps, work, options, deadline, problems, warm=None):
         if remaining < 5:
             problems.append("the submission used up its time")
             break
-        scratch = work / f"scratch{attempt}"
-        scratch.mkdir()
         request = {
             "runner": root + RUNNER,
             "assignment": root + ASSIGNMENT,
@@ -259,6 +257,8 @@ def _run_student(steps, work, options, deadline, problems, warm=None):
             result = warm.run(request, limits)
             scratch = warm.scratch
         else:
+            scratch = work / f"scratch{attempt}"
+            scratch.mkdir()
             box = _box(
                 work,
                 options,

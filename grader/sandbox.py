@@ -950,9 +950,11 @@ class _ScratchWatch:
     count too), and only ever triggers a walk, never a kill by itself.
     """
 
-    def __init__(self, root: Path, limits: Limits):
+    def __init__(self, root: Path, limits: Limits, slack: float = 1.0):
         self.root = root
         self.limits = limits
+        self.quick = _QUICK_PERIOD * slack
+        self.period = _SCRATCH_PERIOD * slack
         self.size = 0
         self.fs_at_scan = _fs_used(root)
         self.took = 0.0
@@ -963,8 +965,8 @@ class _ScratchWatch:
     def growing(self, now: float) -> bool:
         if now < self.next_quick:
             return False
-        self.next_quick = now + _QUICK_PERIOD
-        if now - self.last < max(_QUICK_PERIOD, 10 * self.took):
+        self.next_quick = now + self.quick
+        if now - self.last < max(self.quick, 10 * self.took):
             return False
         grown = _fs_used(self.root) - self.fs_at_scan
         return self.size + grown > self.limits.scratch_mb * 2**20
@@ -979,7 +981,7 @@ class _ScratchWatch:
         self.fs_at_scan = fs
         self.last = time.monotonic()
         self.took = self.last - now
-        self.next_scan = self.last + max(_SCRATCH_PERIOD, 10 * self.took)
+        self.next_scan = self.last + max(self.period, 10 * self.took)
         if self.size > lim.scratch_mb * 2**20:
             return f"scratch full: the scratch folder holds more than {lim.scratch_mb} MB"
         if entries > lim.scratch_files:
@@ -1112,13 +1114,15 @@ class Sandbox:
         cwd: str = SCRATCH,
         runtime: bool = True,
         cgroups: bool = True,
+        slack: float = 1.0,
     ):
         """readonly maps host paths to paths inside (bound read-only); the Python runtime
         (python_runtime_binds) is added unless runtime=False. scratch, a host folder the
         caller created and emptied, is bound read-write at /scratch, the only writable place;
         /tmp, /dev/shm and $HOME are folders inside it. env is the whole environment inside,
         with PATH, HOME and TMPDIR defaulted. cgroups=False forces the watchdog (as when no
-        cgroup is writable)."""
+        cgroup is writable). slack multiplies the watchdog's periods: a sandbox that lives
+        long and mostly waits (warm_kernel.py, warm_checker.py) costs less CPU with 5."""
         binds: dict[str, str] = {}
         for host, inside in {**(python_runtime_binds() if runtime else {}), **readonly}.items():
             host_s, inside_s = os.path.abspath(os.fspath(host)), os.path.normpath(inside)
@@ -1137,6 +1141,7 @@ class Sandbox:
         self.limits = limits
         self.cwd = cwd
         self.cgroups = cgroups
+        self.slack = slack
         self._stop = threading.Event()
         self._stop_reason = ""
         # While run() runs: the host pid of the sandbox's init (the parent of the command).
@@ -1371,7 +1376,7 @@ class Sandbox:
         markers = 0
         next_watch = time.monotonic()
         next_scratch = time.monotonic() + 0.2
-        scratch = _ScratchWatch(self.scratch, lim)
+        scratch = _ScratchWatch(self.scratch, lim, self.slack)
         peak = 0
         eof = False
         exited_at: float | None = None
@@ -1379,7 +1384,8 @@ class Sandbox:
             while True:
                 now = time.monotonic()
                 wake = min(deadline, next_watch, step_deadline or deadline)
-                for key, _ in sel.select(max(0.0, min(wake - now, _QUICK_PERIOD))):
+                quick = _QUICK_PERIOD * self.slack
+                for key, _ in sel.select(max(0.0, min(wake - now, quick))):
                     if key.fd == stdout_fd:
                         try:
                             data = os.read(stdout_fd, 1 << 16)
@@ -1426,7 +1432,7 @@ class Sandbox:
                         peak,
                     )
                 if now >= next_watch:
-                    next_watch = now + _WATCH_PERIOD
+                    next_watch = now + _WATCH_PERIOD * self.slack
                     why, used = self._check(proc, cg)
                     peak = max(peak, used)
                     if why:

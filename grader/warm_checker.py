@@ -76,6 +76,7 @@ class WarmChecker:
             scratch=self.scratch,
             limits=sandbox.Limits(wall_seconds=7 * 86400, step_seconds=None, scratch_mb=256),
             env=self.environment,
+            slack=5,  # it mostly waits for requests
         )
         self.last = box.run(
             [sys.executable, "-I", "/runner/checker.py", "--serve"],

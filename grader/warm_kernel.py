@@ -57,6 +57,7 @@ MODULES = ("public_tests", "test_utils", "trainable_training")
 # Extra memory for the sandbox: the zygote's own (TensorFlow imported), shared by each child.
 ZYGOTE_MB = 1024
 _PERIOD = 0.025  # how often a run is looked at (its output, its end, scratch)
+SLACK = 5  # the sandbox's own watchdog (memory, processes) looks every 0.5 s
 _KEPT = (sandbox._TMP, sandbox._SHM, sandbox._HOME)
 
 
@@ -118,7 +119,11 @@ class WarmKernel:
             memory_mb=self.options.memory_mb + ZYGOTE_MB,
         )
         box = sandbox.Sandbox(
-            readonly=self.binds, scratch=self.scratch, limits=limits, env=self.environment
+            readonly=self.binds,
+            scratch=self.scratch,
+            limits=limits,
+            env=self.environment,
+            slack=SLACK,  # each run has its own watch (below): time, scratch, output
         )
         config = {
             "runner": "/runner",

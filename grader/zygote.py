@@ -123,7 +123,7 @@ def main() -> None:
                 _child(config, job)
             _, status = os.waitpid(pid, 0)
             _report(config, job, status)
-        time.sleep(0.02)
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
