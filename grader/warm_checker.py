@@ -96,7 +96,7 @@ class WarmChecker:
             self._ensure_running()
             self.count += 1
             name = str(self.count)
-            shutil.copytree(records, self.inbox / name)
+            shutil.copytree(records, self.inbox / name, copy_function=_link_or_copy)
             request = {
                 "records": f"{INBOX}/{name}",
                 "calls": calls,
@@ -126,3 +126,11 @@ class WarmChecker:
             (self.scratch / f"{name}.json").unlink(missing_ok=True)
             return json.loads(data)
         return None
+
+
+def _link_or_copy(source, target):
+    """Records are files the grader wrote itself: a hard link saves copying tens of MB."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
