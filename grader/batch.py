@@ -327,14 +327,11 @@ def run(
     cells = grade_cells(release)
     by_student = {sub.student: sub for sub in found}
 
-    # Cores per worker, for TensorFlow in the sandboxes (one grading at a time per worker).
-    threads = 1  # one core per worker: --workers N uses N cores
     options = {
         "timeout": timeout,
         "cell_timeout": cell_timeout,
         "memory_mb": memory_mb,
         "sandbox": sandbox,
-        "threads": threads,
     }
     results, tasks, skipped = {}, [], 0
     for sub in found:

@@ -217,7 +217,7 @@ def _run_student(steps, work, options, deadline, problems, warm=None):
 
     ``warm`` is a `warm_kernel.WarmKernel` to run in (the batch workers keep one).
     """
-    runner = _runner(work / "student_runner", "driver.py", "artifacts.py")
+    runner = None if warm else _runner(work / "student_runner", "driver.py", "artifacts.py")
     root = _root(work, options)
     records = work / "records"
     records.mkdir()

@@ -942,6 +942,39 @@ def _fs_used(path: Path) -> int:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
+class _Clock:
+    """The wall time of a run, and the time since its last step marker."""
+
+    def __init__(self, limits: Limits, start: float):
+        self.limits = limits
+        self.deadline = start + limits.wall_seconds
+        self.step_deadline = time.monotonic() + limits.step_seconds if limits.step_seconds else None
+        self.markers = 0
+
+    def wake(self) -> float:
+        return min(self.deadline, self.step_deadline or self.deadline)
+
+    def saw(self, markers: int, now: float) -> None:
+        """A new step marker restarts the step clock."""
+        if markers != self.markers:
+            self.markers = markers
+            if self.limits.step_seconds:
+                self.step_deadline = now + self.limits.step_seconds
+
+    def wall_over(self, now: float) -> bool:
+        return now >= self.deadline
+
+    def step_over(self, now: float) -> bool:
+        return self.step_deadline is not None and now >= self.step_deadline
+
+    def wall_message(self) -> str:
+        return f"timeout: the run took more than {self.limits.wall_seconds:g} s"
+
+    def step_message(self, steps: list[str]) -> str:
+        what = f"after step {steps[-1]!r}" if steps else "before the first step"
+        return f"step timeout: more than {self.limits.step_seconds:g} s {what}"
+
+
 class _ScratchWatch:
     """Walks scratch every _SCRATCH_PERIOD, and sooner when its file system fills fast.
 
@@ -1371,9 +1404,7 @@ class Sandbox:
                 sel.register(stdin_fd, selectors.EVENT_WRITE)
             else:
                 proc.stdin.close()
-        deadline = start + lim.wall_seconds
-        step_deadline = time.monotonic() + lim.step_seconds if lim.step_seconds else None
-        markers = 0
+        clock = _Clock(lim, start)
         next_watch = time.monotonic()
         next_scratch = time.monotonic() + 0.2
         scratch = _ScratchWatch(self.scratch, lim, self.slack)
@@ -1383,7 +1414,7 @@ class Sandbox:
         try:
             while True:
                 now = time.monotonic()
-                wake = min(deadline, next_watch, step_deadline or deadline)
+                wake = min(clock.wake(), next_watch)
                 quick = _QUICK_PERIOD * self.slack
                 for key, _ in sel.select(max(0.0, min(wake - now, quick))):
                     if key.fd == stdout_fd:
@@ -1410,10 +1441,7 @@ class Sandbox:
                             with contextlib.suppress(OSError):
                                 proc.stdin.close()
                 now = time.monotonic()
-                if out.markers != markers:
-                    markers = out.markers
-                    if lim.step_seconds:
-                        step_deadline = now + lim.step_seconds
+                clock.saw(out.markers, now)
                 if proc.poll() is not None:
                     # Everything in the pid namespace died with its init; drain what is left,
                     # and look at scratch one last time (it may have been filled at the end).
@@ -1421,16 +1449,12 @@ class Sandbox:
                     if eof or now - exited_at > 2:
                         return scratch.scan(now), peak
                     continue
-                if now >= deadline:
-                    return f"timeout: the run took more than {lim.wall_seconds:g} s", peak
+                if clock.wall_over(now):
+                    return clock.wall_message(), peak
                 if self._stop.is_set():
                     return self._stop_reason, peak
-                if step_deadline is not None and now >= step_deadline:
-                    what = f"after step {out.steps[-1]!r}" if out.steps else "before the first step"
-                    return (
-                        f"step timeout: more than {lim.step_seconds:g} s {what}",
-                        peak,
-                    )
+                if clock.step_over(now):
+                    return clock.step_message(out.steps), peak
                 if now >= next_watch:
                     next_watch = now + _WATCH_PERIOD * self.slack
                     why, used = self._check(proc, cg)

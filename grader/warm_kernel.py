@@ -64,7 +64,7 @@ _KEPT = (sandbox._TMP, sandbox._SHM, sandbox._HOME)
 @dataclasses.dataclass
 class _Session:
     box: sandbox.Sandbox
-    thread: threading.Thread
+    thread: threading.Thread | None = None  # runs the sandbox (box.run)
     runs: int = 0
     result: sandbox.Result | None = None
     init: psutil.Process | None = None
@@ -133,7 +133,7 @@ class WarmKernel:
             "output": OUTPUT,
             "modules": list(MODULES),
         }
-        session = _Session(box=box, thread=threading.Thread(daemon=True, target=lambda: None))
+        session = _Session(box=box)
 
         def serve():
             session.result = box.run(
@@ -245,16 +245,11 @@ class WarmKernel:
         with self.lock:
             session = self.session
             why = self._clean(session) if session is not None else "first run"
-            if why is not None:
-                self._stop(why)
+            if why is None:
                 self._empty()
-                session = self.session = self._start()
-            self._empty()
-            why = self._clean(session)
-            if why is not None:  # emptying found something wrong: start afresh
+            else:
                 self._stop(why)
-                self._empty()
-                session = self.session = self._start()
+                session = self.session = self._start()  # which empties scratch itself
             session.runs += 1
             self.count += 1
             job = str(self.count)
@@ -272,23 +267,16 @@ class WarmKernel:
         start = time.monotonic()
         out = sandbox._Output(limits.output_bytes)
         watch = sandbox._ScratchWatch(self.scratch, limits)
-        deadline = start + limits.wall_seconds
-        step_deadline = start + limits.step_seconds if limits.step_seconds else None
-        markers, peak, killed, returncode = 0, 0, None, None
+        clock = sandbox._Clock(limits, start)
+        peak, killed, returncode = 0, None, None
         next_memory = start
         while True:
-            data = os.read(output, 1 << 16)
-            while data:
-                out.feed(data)
-                data = os.read(output, 1 << 16)
+            _read_all(output, out)
             now = time.monotonic()
-            if out.markers != markers:
-                markers = out.markers
-                if limits.step_seconds:
-                    step_deadline = now + limits.step_seconds
+            clock.saw(out.markers, now)
             status = self._exit_status(job)
             if status == -signal.SIGXCPU:
-                killed = f"timeout: a process used more than {limits.cpu_seconds} s of CPU time"
+                killed = session.box._cpu()  # the sandbox's RLIMIT_CPU, which the child has
                 break
             if status == -signal.SIGKILL:
                 # Killed by the kernel: when the sandbox's own watchdog saw why (out of
@@ -304,11 +292,10 @@ class WarmKernel:
                 result = session.result
                 killed = (result.killed if result else None) or "the kernel's sandbox ended"
                 break
-            if now >= deadline:
-                killed = f"timeout: the run took more than {limits.wall_seconds:g} s"
-            elif step_deadline is not None and now >= step_deadline:
-                what = f"after step {out.steps[-1]!r}" if out.steps else "before the first step"
-                killed = f"step timeout: more than {limits.step_seconds:g} s {what}"
+            if clock.wall_over(now):
+                killed = clock.wall_message()
+            elif clock.step_over(now):
+                killed = clock.step_message(out.steps)
             elif now >= watch.next_scan or watch.growing(now):
                 killed = watch.scan(now)
             if killed:
@@ -325,10 +312,7 @@ class WarmKernel:
                     self._stop(killed)
                     break
             time.sleep(_PERIOD)
-        data = os.read(output, 1 << 16)
-        while data:
-            out.feed(data)
-            data = os.read(output, 1 << 16)
+        _read_all(output, out)
         out.finish()
         return sandbox.Result(
             returncode=None if killed else returncode,
@@ -363,6 +347,12 @@ class WarmKernel:
         with self.lock:
             self._stop("closed")
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _read_all(fd: int, out: sandbox._Output) -> None:
+    """Feed ``out`` what was written to the run's output file since the last read."""
+    while data := os.read(fd, 1 << 16):
+        out.feed(data)
 
 
 def _is_dir(top: int, name: str, among) -> bool:

@@ -161,9 +161,9 @@ def grade_submission(bundle: dict, task: dict) -> dict:
     started = time.monotonic()
     grading.KEEP_WARM = True  # this process grades many submissions
     student, options = task["student"], task["options"]
-    # TensorFlow in the sandboxes gets this worker's share of the cores.
+    # One core per worker (--workers N uses N cores): TensorFlow in the sandboxes gets one.
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
-        os.environ[name] = str(options.get("threads", 1))
+        os.environ[name] = "1"
     course = Course.get(bundle)
     result = {"student": student, "points": {}, "comments": {}, "worker": os.getpid()}
     with course.private_copy() as folder, _captured_logs() as log:
