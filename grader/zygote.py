@@ -96,7 +96,7 @@ def _report(config: dict, job: str, status: int) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError:
-        return  # something is in the way: the host sees no status and says so
+        return  # the run put something there itself: the host reads that (its own loss)
     with os.fdopen(fd, "w") as handle:
         json.dump({"returncode": code}, handle)
 
