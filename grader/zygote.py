@@ -93,12 +93,15 @@ def _report(config: dict, job: str, status: int) -> None:
     else:
         code = os.WEXITSTATUS(status)
     path = os.path.join(config["scratch"], f"exit-{job}.json")
+    partial = f"{path}.part"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"returncode": code}, handle)
+        # Whole or not at all: the host reads the file as soon as it exists.
+        os.replace(partial, path)
     except OSError:
         return  # the run put something there itself: the host reads that (its own loss)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"returncode": code}, handle)
 
 
 def main() -> None:
