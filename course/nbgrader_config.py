@@ -16,6 +16,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import grader.config as grader_config  # noqa: E402
 import grader.course as course  # noqa: E402
 
+# nbgrader runs `alembic`: found beside this Python, also when the environment is not activated.
+course.tools_on_path()
+
 c.CourseDirectory.course_id = "transfer-learning-mobilenet"
 c.CourseDirectory.root = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 c.CourseDirectory.db_assignments = [dict(name=course.ASSIGNMENT)]

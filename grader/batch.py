@@ -52,10 +52,13 @@ from .course import (
     grade_cells,
     nbgrader,
     release_notebook_path,
+    tools_on_path,
 )
 from .execute import STATUS_FILE
 
 GRADED = "graded"
+# Statuses of a submission the grader itself failed on (not the student's doing).
+GRADER_ERRORS = ("grader error", "autograde failed")
 # Seconds to reach a scheduler given with --scheduler before giving up.
 CONNECT_TIMEOUT = 10
 
@@ -104,6 +107,9 @@ def _sha256(path) -> str | None:
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() if path else None
 
 
+NOT_GRADED = "not graded"
+
+
 def make_task(sub, release, options, digest) -> tuple[dict | None, dict]:
     """Return ``(task or None, base result)``: None when there is nothing to grade."""
     result = {
@@ -117,11 +123,11 @@ def make_task(sub, release, options, digest) -> tuple[dict | None, dict]:
         "seconds": 0.0,
     }
     if sub.notebook is None:
-        return None, {**result, "status": "no notebook found in the submission"}
+        return None, {**result, "status": f"{NOT_GRADED}: {sub.problem or 'no notebook'}"}
     try:
         notebook = submissions.read(sub.notebook)
     except ValueError as error:
-        return None, {**result, "status": str(error)}
+        return None, {**result, "status": f"{NOT_GRADED}: {error}"}
     edited = submissions.edited_locked_cells(notebook, release)
     restored = submissions.restore_deleted_cells(notebook, release)
     if restored:
@@ -131,10 +137,25 @@ def make_task(sub, release, options, digest) -> tuple[dict | None, dict]:
     task = {
         "student": sub.student,
         "notebook": nbformat.writes(notebook),
-        "timestamp": sub.timestamp.read_text(encoding="utf-8") if sub.timestamp else None,
+        "timestamp": sub.timestamp,
         "options": options,
     }
     return task, result
+
+
+def unreadable(sub, error: BaseException) -> dict:
+    """The row of a submission the client could not even prepare (a bug: never a crash)."""
+    return {
+        "student": sub.student,
+        "source": sub.source,
+        "points": {},
+        "comments": {},
+        "notes": [],
+        "notebook": None,
+        "sha256": None,
+        "seconds": 0.0,
+        "status": f"{NOT_GRADED}: {type(error).__name__}: {error}"[:300],
+    }
 
 
 def finish(result: dict, graded: dict) -> dict:
@@ -171,7 +192,8 @@ def _write(path: pathlib.Path, text: str | None) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    partial.write_text(text, encoding="utf-8")
+    # Text from a submission may hold anything, even lone surrogates: never a crash.
+    partial.write_text(text, encoding="utf-8", errors="backslashreplace")
     os.replace(partial, path)
 
 
@@ -189,7 +211,7 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
         submitted.mkdir(parents=True)
         shutil.copyfile(sub.notebook, submitted / f"{NOTEBOOK}.ipynb")
         if sub.timestamp:
-            shutil.copyfile(sub.timestamp, submitted / "timestamp.txt")
+            (submitted / "timestamp.txt").write_text(sub.timestamp, encoding="utf-8")
     autograded = course / "autograded" / student / ASSIGNMENT
     _write(autograded / f"{NOTEBOOK}.ipynb", result.get("autograded"))
     if result.get("autograded"):
@@ -200,12 +222,9 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
 
     timestamp = None
     if sub.timestamp:
-        try:
-            from nbgrader.utils import parse_utc
+        from nbgrader.utils import parse_utc
 
-            timestamp = parse_utc(sub.timestamp.read_text().strip())
-        except Exception:  # noqa: BLE001 -- a bad timestamp file is the student's
-            timestamp = None
+        timestamp = parse_utc(sub.timestamp)  # checked by submissions.find()
     with warnings.catch_warnings(), Gradebook(db_url(course)) as gradebook:
         # nbgrader's own add_submission() makes SQLAlchemy warn ("not in session").
         warnings.simplefilter("ignore")
@@ -227,9 +246,20 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
     return record
 
 
+def merge_safely(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
+    """`merge`, and when that fails, a row that says so: never a lost student."""
+    try:
+        return merge(result, sub, course, out)
+    except Exception as error:  # noqa: BLE001 -- one student's files must not stop the class
+        return {
+            **{k: v for k, v in result.items() if k not in ("autograded", "feedback", "log")},
+            "status": (f"grader error: could not record the result: {error!r}")[:300],
+        }
+
+
 def write_csv(path: pathlib.Path, results: list[dict], cells) -> None:
     partial = path.with_name(path.name + ".part")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
+    with open(partial, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["student", "source", *[name for name, _ in cells], "total", "status", "seconds"]
@@ -308,13 +338,14 @@ def run(
     from distributed import wait
     from tqdm import tqdm
 
+    tools_on_path()
     course = pathlib.Path(course).resolve()
     out = pathlib.Path(out).resolve() if out else course / "batch"
     workers = max(1, workers or default_workers())
     for folder in ("logs", "results", "feedback"):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    folder = submissions.unpack(pathlib.Path(submissions_path), out / "incoming")
-    found = submissions.find(folder)
+    folder, refused = submissions.unpack(pathlib.Path(submissions_path), out / "incoming")
+    found = submissions.find(folder, refused)
     if not found:
         raise SystemExit(f"No submissions found in {submissions_path}.")
     # A scheduler that cannot be reached fails the run now, before any work.
@@ -335,17 +366,22 @@ def run(
     }
     results, tasks, skipped = {}, [], 0
     for sub in found:
-        record = out / "results" / f"{sub.student}.json"
-        digest = _sha256(sub.notebook)
-        if record.is_file() and not force:
-            previous = json.loads(record.read_text("utf-8"))
-            if previous.get("sha256") == digest:
-                results[sub.student] = previous
-                skipped += 1
-                continue
-        task, base = make_task(sub, release, options, digest)
+        try:
+            record = out / "results" / f"{sub.student}.json"
+            digest = _sha256(sub.notebook)
+            if record.is_file() and not force:
+                previous = json.loads(record.read_text("utf-8"))
+                # A grader error is never kept: the next run grades that student again.
+                kept = not str(previous.get("status", "")).startswith(GRADER_ERRORS)
+                if previous.get("sha256") == digest and kept:
+                    results[sub.student] = previous
+                    skipped += 1
+                    continue
+            task, base = make_task(sub, release, options, digest)
+        except Exception as error:  # noqa: BLE001 -- one upload must not stop the class
+            task, base = None, unreadable(sub, error)
         if task is None:
-            results[sub.student] = merge(base, sub, course, out)
+            results[sub.student] = merge_safely(base, sub, course, out)
         else:
             tasks.append((task, base))
     if skipped:
@@ -413,7 +449,9 @@ def run(
                         **base,
                         "status": f"grader error: {type(error).__name__}: {error}"[:300],
                     }
-                results[base["student"]] = merge(result, by_student[base["student"]], course, out)
+                results[base["student"]] = merge_safely(
+                    result, by_student[base["student"]], course, out
+                )
                 write_grades()
                 total = sum(result["points"].values())
                 bar.set_postfix_str(f"{base['student']}: {total:g} pts, {result['status'][:40]}")
@@ -517,6 +555,14 @@ def main(argv=None) -> int:
     )
     for r in failed:
         print(f"  {r['student']} ({r.get('source', '')}): {r['status']}")
+    broken = [r for r in results if r["status"].startswith(GRADER_ERRORS)]
+    if broken:
+        print(
+            f"{len(broken)} submission(s) hit a grader error (not the student's doing): fix the "
+            f"cause and run the same command again (it grades them again).",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -26,6 +26,18 @@ SOLUTION_END = "### END SOLUTION"
 BIN = pathlib.Path(sys.executable).parent
 
 
+def tools_on_path() -> None:
+    """Put this environment's ``bin/`` first on PATH, for the commands nbgrader runs.
+
+    nbgrader runs ``alembic`` as a subprocess when it makes a gradebook: without
+    this, ``.venv/bin/python -m grader.batch`` or ``.venv/bin/nbgrader`` run without
+    activating the environment fail with ``FileNotFoundError: 'alembic'``.
+    """
+    path = os.environ.get("PATH", "")
+    if str(BIN) not in path.split(os.pathsep):
+        os.environ["PATH"] = f"{BIN}{os.pathsep}{path}" if path else str(BIN)
+
+
 def nbgrader_meta(cell) -> dict:
     """Return a cell's nbgrader metadata ({} for a cell nbgrader does not know)."""
     meta = cell.get("metadata", {}).get("nbgrader", {})

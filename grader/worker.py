@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 import time
@@ -139,6 +140,16 @@ def _run_converter(converter_class, folder: pathlib.Path, student: str, override
         os.chdir(cwd)
 
 
+def _failure(log: str) -> str:
+    """What made nbgrader fail, from its log: the exception that ended the traceback."""
+    lines = log.splitlines()
+    raised = [line.strip() for line in lines if re.match(r"^\w+(Error|Exception|Exit): ", line)]
+    if raised:
+        return raised[-1]
+    errors = [line for line in lines if "ERROR" in line]
+    return errors[0].split("]", 1)[-1].strip() if errors else "see the log"
+
+
 def _scores(folder: pathlib.Path, student: str) -> tuple[dict, dict]:
     from nbgrader.api import Gradebook
 
@@ -183,8 +194,7 @@ def grade_submission(bundle: dict, task: dict) -> dict:
         graded = _run_converter(Autograde, folder, student, overrides)
         autograded = folder / "autograded" / student / ASSIGNMENT
         if not graded or not (autograded / f"{NOTEBOOK}.ipynb").is_file():
-            errors = [line for line in log.getvalue().splitlines() if "ERROR" in line]
-            detail = errors[0].split("]", 1)[-1].strip() if errors else "see the log"
+            detail = _failure(log.getvalue())
             result.update(status=f"autograde failed: {detail[:200]}", log=log.getvalue())
             return {**result, "seconds": round(time.monotonic() - started, 1)}
         result["points"], result["comments"] = _scores(folder, student)

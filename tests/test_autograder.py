@@ -125,7 +125,8 @@ def test_find_submissions_in_every_layout(tmp_path):
     with zipfile.ZipFile(archive, "w") as handle:
         for path in (tmp_path / "in").rglob("*"):
             handle.write(path, path.relative_to(tmp_path / "in"))
-    unpacked = submissions.unpack(archive, tmp_path / "unzipped")
+    unpacked, refused = submissions.unpack(archive, tmp_path / "unzipped")
+    assert refused == {}
     assert [s.student for s in submissions.find(unpacked)] == ["ann", "bo_b", "cy", "dee"]
 
 
@@ -161,7 +162,8 @@ def test_wrapper_folder_beside_a_stray_file(tmp_path):
     with zipfile.ZipFile(archive, "w") as handle:
         for path in (tmp_path / "in").rglob("*"):
             handle.write(path, path.relative_to(tmp_path / "in"))
-    unpacked = submissions.unpack(archive, tmp_path / "unzipped")
+    unpacked, refused = submissions.unpack(archive, tmp_path / "unzipped")
+    assert refused == {}
     found = submissions.find(unpacked)
     assert [(s.student, s.source) for s in found] == [
         ("ann", "submitted/ann"),
@@ -360,9 +362,9 @@ def test_broken_submissions_get_status_rows(graded):
     assert (
         total(graded, "crash") == TOTAL - POINTS["alpaca_model_test"] - POINTS["frozen_base_test"]
     )
-    assert rows["not_json"]["status"].startswith("not a valid notebook")
+    assert rows["not_json"]["status"].startswith("not graded: not a valid notebook")
     assert total(graded, "not_json") == 0
-    assert rows["empty_folder"]["status"] == "no notebook found in the submission"
+    assert rows["empty_folder"]["status"] == "not graded: no notebook found in the submission"
     # The hanging cell is cut off; the rest of the notebook is graded.
     assert rows["hang"]["status"].startswith("step timeout")
     assert "(in cell data_augmenter)" in rows["hang"]["status"]

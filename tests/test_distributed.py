@@ -61,36 +61,63 @@ def submissions_of(course) -> dict:
     }
 
 
+def readme_command(words: str) -> str:
+    """The README's command line that contains ``words`` (its comment cut off)."""
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if words in line:
+            return line.split("  #", 1)[0].strip()
+    raise AssertionError(f"the README has no command with {words!r}")
+
+
+def plain_environment() -> dict:
+    """What an instructor's shell has: the data and weights set, the environment not activated."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(
+        folder
+        for folder in env.get("PATH", "").split(os.pathsep)
+        if folder and pathlib.Path(folder).resolve() != BIN.resolve()
+    )
+    return env
+
+
 class Cluster:
-    """A `dask scheduler` and `dask worker` processes, started from the project's environment."""
+    """A `dask scheduler` and `dask worker` "machines", started exactly as the README says.
+
+    Each command is the README's line, run by the shell from the top-level folder,
+    with SCHEDULER, the port and CORES filled in, and no variable the README does
+    not mention: no PYTHONPATH, the environment not activated.
+    """
 
     def __init__(self, folder: pathlib.Path, workers: int):
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the project, as installed on a worker
+        env = plain_environment()
+        scheduler = readme_command("dask scheduler").replace("8786", str(self.port))
         self.scheduler = subprocess.Popen(
-            [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", str(self.port)]
-            + ["--no-dashboard"],
-            cwd=folder,
+            scheduler,
+            shell=True,
+            cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        worker = readme_command("dask worker")
+        worker = worker.replace("tcp://SCHEDULER:8786", self.address).replace("CORES", "1")
+        self.logs = []
         self.workers = []
         for number in range(workers):
-            home = folder / f"machine{number}"
-            home.mkdir()
+            log = open(folder / f"machine{number}.log", "wb")  # noqa: SIM115 -- closed in close()
+            self.logs.append(log)
             self.workers.append(
                 subprocess.Popen(
-                    [BIN / "dask", "worker", self.address, "--nthreads", "1"]
-                    + ["--nworkers", "1", "--memory-limit", "0", "--no-dashboard"]
-                    + ["--local-directory", str(home), "--death-timeout", "60"],
-                    cwd=home,
+                    worker,
+                    shell=True,
+                    cwd=ROOT,
                     env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             )
@@ -113,6 +140,8 @@ class Cluster:
     def close(self) -> None:
         for process in [*self.workers, self.scheduler]:
             self.kill(process)
+        for log in self.logs:
+            log.close()
 
 
 def grading_worker_pid(address: str) -> int | None:
