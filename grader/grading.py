@@ -2,15 +2,17 @@
 
     outcome = grade(submission, master, learner_files, root, Options())
 
-1. The student's sandbox runs ``driver.py`` on the plan of the notebook (its set-up
-   and answer cells, and the produce half of each test call, hidden inputs given at
-   run time). It sees a private read-only copy of the learner files, the weights,
-   the dataset and the Python environment, and writes only its scratch folder.
+1. The student's run (``kernels.Kernels.student``: a child of a warm parent, in
+   namespaces made for this run alone) runs ``driver.py`` on the plan of the notebook
+   (its set-up and answer cells, and the produce half of each test call, hidden inputs
+   given at run time). It sees a private read-only copy of the learner files, the
+   weights, the dataset and the Python environment, and writes only its own folder.
 2. The records it left are copied out with ``sandbox.read_artifact`` (no symlinks,
-   size limits). When the run died or hung, the sandbox is started again after the
-   step that broke, so that every other exercise still counts.
-3. A second sandbox runs ``checker.py``, which never runs student code: it judges
-   each record with the course's own copy of the public tests.
+   size limits). When the run died or hung, a new run starts after the step that
+   broke, so that every other exercise still counts.
+3. The checker's run (``kernels.Kernels.checker``, fresh for each submission) runs
+   ``checker.py``, which never runs student code: it judges each record with the
+   course's own copy of the public tests.
 
 The result is data: a verdict per test call, the error of each answer cell that
 raised, and a status line. The nbgrader preprocessor (``execute.py``) turns it
@@ -19,8 +21,8 @@ into cell outputs; nothing here knows about nbgrader's files or gradebook.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -29,21 +31,19 @@ import sys
 import tempfile
 import time
 
-from . import artifacts, plan, sandbox
+from . import artifacts, kernels, plan, sandbox
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .kernels import ASSIGNMENT, RUNNER
+from .sandbox.output import Output
 
-HERE = pathlib.Path(__file__).resolve().parent
-# The folders as the sandboxes see them.
-ASSIGNMENT, RUNNER, WEIGHTS, DATA = "/assignment", "/runner", "/weights", "/data"
-RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them
-CHECKED = "/records"  # where the checker reads the copies taken out of it
-# Times the student's sandbox is started again after a step that crashed or hung.
+RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, and the
+# checker's run finds their copies
+# Times the student's run is started again after a step that crashed or hung.
 RESTARTS = 3
-# Set by the batch workers, which grade many submissions: keep a warm kernel (students'
-# kernels forked with TensorFlow imported) and a warm checker.
-KEEP_WARM = False
 # The checker's own limits: it runs the course's code only, on records of bounded size.
-CHECKER_LIMITS = sandbox.Limits(wall_seconds=600, step_seconds=None, scratch_mb=64)
+CHECKER_LIMITS = sandbox.Limits(
+    wall_seconds=600, step_seconds=None, memory_mb=kernels.CHECKER_MB, scratch_mb=256
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Unsandboxed:
         import psutil
 
         start = time.monotonic()
-        output = sandbox._Output(self.limits.output_bytes)
+        output = Output(self.limits.output_bytes)
         with tempfile.TemporaryFile() as log:
             process = subprocess.Popen(
                 argv,
@@ -140,85 +140,51 @@ class Unsandboxed:
         )
 
 
-def _box(work, options: Options, **kwargs):
-    """The student's or the checker's sandbox; plain processes when sandboxing is off."""
-    if options.sandboxed:
-        return sandbox.Sandbox(**kwargs)
-    return Unsandboxed(root=_root(work, options), **kwargs)
-
-
-def _root(work, options: Options) -> str:
-    """Where the sandboxes' folders are: "/" inside a sandbox, a folder of links without."""
-    if options.sandboxed:
-        return ""
+def _root(work) -> str:
+    """Where a plain run (--no-sandbox) finds the sandboxes' folders: a folder of links."""
     root = pathlib.Path(work) / "root"
     root.mkdir(exist_ok=True)
     return str(root)
 
 
-def _copy_files(files: list[pathlib.Path], root: pathlib.Path, dest: pathlib.Path) -> None:
-    """Copy each file (following symlinks) to the same relative place under ``dest``."""
-    for path in files:
-        target = dest / pathlib.Path(path).relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+class _Plain:
+    """Runs like a ``WarmParent``, in plain processes: --no-sandbox, for trusted notebooks."""
+
+    def __init__(self, work, scripts, entry, options, dataset=True):
+        self.work, self.entry, self.root = work, entry, _root(work)
+        self.scripts = kernels.runner(work / f"{entry}-scripts", *scripts)
+        self.readonly = kernels.binds(work / "assignment", self.scripts, options, dataset)
+        self.count = 0
+
+    @contextlib.contextmanager
+    def run(self, request, limits, files=None):
+        self.count += 1
+        folder = self.work / f"{self.entry}-{self.count}"
+        folder.mkdir()
+        for relative, source in (files or {}).items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, folder / relative)
+        box = Unsandboxed(
+            readonly=self.readonly,
+            scratch=folder,
+            limits=limits,
+            env=kernels.environment(self.root),
+            root=self.root,
+        )
+        code = (
+            f"import sys, json; sys.path.insert(0, {self.root + RUNNER!r}); "
+            f"import {self.entry}; {self.entry}.run(json.load(sys.stdin))"
+        )
+        result = box.run([sys.executable, "-I", "-c", code], input=json.dumps(request).encode())
+        yield sandbox.warm.Run(result=result, folder=folder)
 
 
-def files_digest(files, root) -> str:
-    """A digest of these files' paths under ``root`` and contents (which course they are)."""
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(p) for p in files):
-        relative = path.relative_to(root).as_posix()
-        digest.update(relative.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
+def _run_student(steps, work, options, deadline, problems, parent, root=""):
+    """Run the student's kernel, again after each broken step; copy the records out.
 
-
-def _runner(folder: pathlib.Path, *modules: str) -> pathlib.Path:
-    """A folder with copies of some of this package's modules, to run as plain scripts."""
-    folder.mkdir()
-    for name in modules:
-        shutil.copyfile(HERE / name, folder / name)
-    return folder
-
-
-# Host variables the sandboxes inherit: how many threads TensorFlow may use.
-INHERITED = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-
-
-def _environment(root: str) -> dict[str, str]:
-    return {
-        **{name: os.environ[name] for name in INHERITED if name in os.environ},
-        "ALPACA_WEIGHTS_DIR": root + WEIGHTS,
-        "ALPACA_DATASET": root + DATA,
-        "NBGRADER_EXECUTION": "autograde",
-        "MPLBACKEND": "Agg",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "KERAS_HOME": f"{root}{sandbox.SCRATCH}/.keras",
-        "LANG": "C.UTF-8",
-        "PYTHONUNBUFFERED": "1",  # what was printed before a kill is kept
-    }
-
-
-def _binds(work, runner, options: Options, dataset=True) -> dict[str, str]:
-    weights = options.weights or os.environ.get("ALPACA_WEIGHTS_DIR")
-    data = options.dataset or os.environ.get("ALPACA_DATASET")
-    binds = {str(work / "assignment"): ASSIGNMENT, str(runner): RUNNER}
-    if weights and os.path.isdir(weights):
-        binds[weights] = WEIGHTS
-    if dataset and data and os.path.isdir(data):
-        binds[data] = DATA
-    return binds
-
-
-def _run_student(steps, work, options, deadline, problems, warm=None):
-    """Run the student's sandbox, again after each broken step; copy the records out.
-
-    ``warm`` is a `warm_kernel.WarmKernel` to run in (the batch workers keep one).
+    ``parent`` is the warm parent of the students' runs (or ``_Plain``); ``root`` is where
+    its runs find their folders ("" inside a sandbox).
     """
-    runner = None if warm else _runner(work / "student_runner", "driver.py", "artifacts.py")
-    root = _root(work, options)
     records = work / "records"
     records.mkdir()
     calls = {i: len(s.calls) for i, s in enumerate(steps) if s.is_test}
@@ -227,7 +193,7 @@ def _run_student(steps, work, options, deadline, problems, warm=None):
     broken: set[int] = set()  # cells that crashed or hung: never run again
     cell_errors = {}
     peak = 0.0
-    for attempt in range(RESTARTS + 1):
+    for _attempt in range(RESTARTS + 1):
         remaining = deadline - time.monotonic()
         if remaining < 5:
             problems.append("the submission used up its time")
@@ -253,39 +219,21 @@ def _run_student(steps, work, options, deadline, problems, warm=None):
             step_seconds=options.step_seconds,
             memory_mb=options.memory_mb,
         )
-        if warm is not None:
-            result = warm.run(request, limits)
-            scratch = warm.scratch
-        else:
-            scratch = work / f"scratch{attempt}"
-            scratch.mkdir()
-            box = _box(
-                work,
-                options,
-                readonly=_binds(work, runner, options),
-                scratch=scratch,
-                limits=limits,
-                env=_environment(root),
-            )
-            result = box.run(
-                [sys.executable, "-I", f"{root}{RUNNER}/driver.py"],
-                input=json.dumps(request).encode(),
-            )
-        peak = max(peak, result.peak_mb)
-        # The markers say which steps started. The student's code could print fake
-        # ones, but that can only lose its own points: records are judged, not markers.
-        started = _started(result, len(steps))
-        finished = result.killed is None and result.steps[-1:] == ["end"]
-        for index in started:
-            if index in calls:
-                _collect(scratch, records, index, calls[index])
-            try:
-                text = sandbox.read_artifact(scratch, f"records/{index}.cell.json", 64_000)
-                cell_errors[steps[index].grade_id] = str(json.loads(text)["error"])[:400]
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-        if warm is not None:
-            warm.release()  # nothing of this run stays in its scratch
+        with parent.run(request, limits) as run:
+            result, scratch = run.result, run.folder
+            peak = max(peak, result.peak_mb)
+            # The markers say which steps started. The student's code could print fake
+            # ones, but that can only lose its own points: records are judged, not markers.
+            started = _started(result, len(steps))
+            finished = result.killed is None and result.steps[-1:] == ["end"]
+            for index in started:
+                if index in calls:
+                    _collect(scratch, records, index, calls[index])
+                try:
+                    text = sandbox.read_artifact(scratch, f"records/{index}.cell.json", 64_000)
+                    cell_errors[steps[index].grade_id] = str(json.loads(text)["error"])[:400]
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
         completed = started if finished else started[:-1]
         done.update(index for index in completed if index in calls)
         if finished:
@@ -343,19 +291,21 @@ def _collect(scratch, records, index, count):
             (records / f"{stem}{suffix}").write_bytes(data)
 
 
-def _check(steps, work, records, missing, options, warm=None):
-    """Judge every test call in the checker's sandbox; return {grade_id: [verdicts]}.
-
-    ``warm`` is a `warm_checker.WarmChecker` to try first (the batch workers keep one).
-    """
+def _check(steps, records, missing, parent, root=""):
+    """Judge every test call in a fresh run of the checker; return {grade_id: [verdicts]}."""
     calls = []
+    files = {}
     for index, step in enumerate(steps):
         for number, call in enumerate(step.calls):
-            present = (records / f"{index}.{number}.json").exists()
+            stem = f"{index}.{number}"
+            present = (records / f"{stem}.json").exists()
+            for suffix in (".json", ".npz"):
+                if (records / f"{stem}{suffix}").exists():
+                    files[f"records/{stem}{suffix}"] = records / f"{stem}{suffix}"
             calls.append(
                 {
                     "grade_id": step.grade_id,
-                    "record": f"{index}.{number}" if present else None,
+                    "record": stem if present else None,
                     "missing": "the test could not run: "
                     + missing.get(index, "the notebook stopped before this cell"),
                     "test": call.test,
@@ -363,49 +313,27 @@ def _check(steps, work, records, missing, options, warm=None):
                     "hidden": call.hidden,
                 }
             )
-    verdicts = warm.judge(records, calls) if warm is not None else None
-    if verdicts is None:
-        verdicts = _check_once(work, records, calls, options)
+    request = {
+        "runner": root + RUNNER,
+        "assignment": root + ASSIGNMENT,
+        "workdir": f"{root}{sandbox.SCRATCH}",
+        "records": root + RECORDS,
+        "result": f"{root}{sandbox.SCRATCH}/verdicts.json",
+        "calls": calls,
+    }
+    with parent.run(request, CHECKER_LIMITS, files) as run:
+        try:
+            verdicts = json.loads(sandbox.read_artifact(run.folder, "verdicts.json", 16 * 2**20))
+        except (OSError, ValueError) as error:
+            result = run.result
+            raise RuntimeError(
+                f"the checker failed ({result.killed or result.returncode}): {error}\n"
+                f"{result.output[-3000:]}"
+            ) from None
     by_cell: dict[str, list] = {}
     for call, verdict in zip(calls, verdicts):
         by_cell.setdefault(call["grade_id"], []).append({**verdict, "hidden": call["hidden"]})
     return by_cell
-
-
-def _check_once(work, records, calls, options) -> list:
-    """Start a checker in its own sandbox for these calls; return its verdicts."""
-    runner = _runner(work / "checker_runner", "checker.py", "artifacts.py")
-    root = _root(work, options)
-    scratch = work / "checker_scratch"
-    scratch.mkdir()
-    request = {
-        "runner": root + RUNNER,
-        "assignment": root + ASSIGNMENT,
-        "workdir": root + sandbox.SCRATCH,
-        "records": root + CHECKED,
-        "result": f"{root}{sandbox.SCRATCH}/verdicts.json",
-        "calls": calls,
-    }
-    binds = _binds(work, runner, options, dataset=False)
-    binds[str(records)] = CHECKED
-    box = _box(
-        work,
-        options,
-        readonly=binds,
-        scratch=scratch,
-        limits=CHECKER_LIMITS,
-        env=_environment(root),
-    )
-    result = box.run(
-        [sys.executable, "-I", f"{root}{RUNNER}/checker.py"], input=json.dumps(request).encode()
-    )
-    try:
-        return json.loads(sandbox.read_artifact(scratch, "verdicts.json", 16 * 2**20))
-    except (OSError, ValueError) as error:
-        raise RuntimeError(
-            f"the checker failed ({result.killed or result.returncode}): {error}\n"
-            f"{result.output[-3000:]}"
-        ) from None
 
 
 def grade(notebook, master, learner_files, root, options: Options = Options()) -> Outcome:
@@ -420,16 +348,16 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="alpaca-grade-") as temp:
         work = pathlib.Path(temp)
-        _copy_files(learner_files, pathlib.Path(root), work / "assignment")
-        kernel = checker = None
-        if KEEP_WARM and options.sandboxed:
-            from .warm_checker import WarmChecker
-            from .warm_kernel import WarmKernel
-
-            kernel = WarmKernel.for_course(learner_files, root, options)
-            checker = WarmChecker.for_course(learner_files, root, options)
+        if options.sandboxed:
+            parents = kernels.Kernels.of(learner_files, root, options)
+            student, checker, inside = parents.student, parents.checker, ""
+        else:
+            kernels.copy_files(learner_files, pathlib.Path(root), work / "assignment")
+            student = _Plain(work, kernels.STUDENT_SCRIPTS, "driver", options)
+            checker = _Plain(work, kernels.CHECKER_SCRIPTS, "checker", options, dataset=False)
+            inside = _root(work)
         records, missing, cell_errors, peak = _run_student(
-            steps, work, options, started + options.total_seconds, problems, kernel
+            steps, work, options, started + options.total_seconds, problems, student, inside
         )
-        verdicts = _check(steps, work, records, missing, options, checker)
+        verdicts = _check(steps, records, missing, checker, inside)
     return Outcome(verdicts, cell_errors, problems, time.monotonic() - started, peak)

@@ -170,7 +170,6 @@ def grade_submission(bundle: dict, task: dict) -> dict:
     from nbgrader.converters import Autograde, GenerateFeedback
 
     started = time.monotonic()
-    grading.KEEP_WARM = True  # this process grades many submissions
     student, options = task["student"], task["options"]
     # One core per worker (--workers N uses N cores): TensorFlow in the sandboxes gets one.
     for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
