@@ -28,9 +28,18 @@ from .sandbox.warm import WarmParent
 HERE = pathlib.Path(__file__).resolve().parent
 # The folders as the sandboxes see them.
 ASSIGNMENT, RUNNER, WEIGHTS, DATA = "/assignment", "/runner", "/weights", "/data"
-# The zygote imports these beyond TensorFlow and IPython: the learner files the set-up cell
-# imports (their copies in the course, the same for every student).
-MODULES = ("public_tests", "test_utils", "trainable_training")
+# What the zygotes import once, for every run: TensorFlow and what the set-up cell imports
+# (the learner files are the course's copies, the same for every student).
+STUDENT_MODULES = (
+    "IPython.core.interactiveshell",
+    "matplotlib.pyplot",
+    "numpy",
+    "tensorflow",
+    "public_tests",
+    "test_utils",
+    "trainable_training",
+)
+CHECKER_MODULES = ("numpy", "tensorflow", "public_tests")
 # The scripts that run inside the sandboxes, copied to /runner.
 STUDENT_SCRIPTS = ("zygote.py", "driver.py", "artifacts.py")
 CHECKER_SCRIPTS = ("zygote.py", "checker.py", "artifacts.py")
@@ -108,7 +117,7 @@ class Kernels:
             runner=student_runner,
             path=[ASSIGNMENT],
             entry="driver",
-            modules=MODULES,
+            modules=STUDENT_MODULES,
             readonly=binds(assignment, student_runner, options),
             env=environment(),
             memory_mb=options.memory_mb,
@@ -117,7 +126,7 @@ class Kernels:
             runner=checker_runner,
             path=[ASSIGNMENT],
             entry="checker",
-            modules=("public_tests",),
+            modules=CHECKER_MODULES,
             readonly=binds(assignment, checker_runner, options, dataset=False),
             env=environment(),
             memory_mb=CHECKER_MB,

@@ -3,8 +3,8 @@
     python -I zygote.py < config.json
 
 It runs inside the outer sandbox of ``sandbox/warm.py`` and imports, once, what every run
-of one kind imports (TensorFlow, IPython, the learner files, and the entry module: the
-student's driver or the checker). Then, for each job that appears in its inbox, it forks:
+of one kind imports (``config["modules"]``: TensorFlow, IPython, the learner files; and the
+entry module: the student's driver or the checker). Then, for each job that appears in its inbox, it forks:
 
     zygote (outer namespaces; never runs student code, never reads a request)
       └─ monitor: unshare(user, mount, pid, ipc, net, uts); waits for pid 1, exits with its status
@@ -114,18 +114,17 @@ def _seccomp(program: bytes) -> None:
 
 
 def _preload(config: dict) -> None:
+    """Import, once, what every run imports (TensorFlow's start-up notes hidden)."""
     sys.path[:0] = config["path"]
     os.chdir(config["state"])
-    import IPython.core.interactiveshell  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
-    import numpy  # noqa: F401
-
-    import utils
-
-    with utils.tensorflow_startup_notes_hidden():
-        import tensorflow  # noqa: F401
     for name in config["modules"]:
-        __import__(name)
+        if name == "tensorflow":
+            import utils
+
+            with utils.tensorflow_startup_notes_hidden():
+                import tensorflow  # noqa: F401
+        else:
+            __import__(name)
     __import__(config["entry"])
 
 
