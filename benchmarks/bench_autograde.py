@@ -14,6 +14,11 @@ Prints, per run: the wall time, the median seconds per submission (one autograde
 measured inside the worker), the throughput, the peak resident memory of one
 worker's process tree, and the ratios to the anchor. Timings on a shared machine
 are noisy: the load average is printed with them.
+
+Then what a fresh sandbox costs per submission: the median time of an empty run of
+the warm parents (a new child in namespaces of its own: fork, unshare, mounts, the
+request, an IPython shell for the student's; the checker's with no call), against a
+cold bubblewrap sandbox that imports TensorFlow, which a run would cost without them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from grader import batch
+from grader import batch, grading, kernels, sandbox
 from grader.course import ASSIGNMENT
 from tests import sample
 
@@ -123,6 +128,56 @@ class TreeMemory:
         self.thread.join()
 
 
+def fresh_sandbox_costs(repeat: int = 9) -> list[tuple[str, float]]:
+    """Median seconds of one empty run of each warm parent, and of a cold sandbox."""
+    files = [sample.ROOT / name for name in sample.LEARNER_FILES]
+    parents = kernels.Kernels(files, sample.ROOT, grading.Options())
+    empty_plan = {
+        "runner": kernels.RUNNER,
+        "assignment": kernels.ASSIGNMENT,
+        "workdir": f"{sandbox.SCRATCH}/work",
+        "records": f"{sandbox.SCRATCH}/records",
+        "skip": [],
+        "cell_errors": {},
+        "steps": [{"grade_id": "cell", "source": "pass", "calls": []}],
+    }
+    empty_check = {
+        "runner": kernels.RUNNER,
+        "assignment": kernels.ASSIGNMENT,
+        "workdir": sandbox.SCRATCH,
+        "records": f"{sandbox.SCRATCH}/records",
+        "result": f"{sandbox.SCRATCH}/verdicts.json",
+        "calls": [],
+    }
+    limits = sandbox.Limits(wall_seconds=120, step_seconds=None)
+    measured = []
+    for name, parent, request in (
+        ("student's run (fork, namespaces, mounts, IPython shell)", parents.student, empty_plan),
+        ("checker's run (fork, namespaces, mounts)", parents.checker, empty_check),
+    ):
+        with parent.run(request, limits):
+            pass  # the parent's own start, not counted
+        times = []
+        for _ in range(repeat):
+            start = time.monotonic()
+            with parent.run(request, limits) as run:
+                assert run.result.returncode == 0, run.result.output
+            times.append(time.monotonic() - start)
+        measured.append((name, statistics.median(times)))
+    parents.student.close()
+    parents.checker.close()
+    cold = []
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
+        box = sandbox.Sandbox(readonly={}, scratch=pathlib.Path(scratch), limits=limits)
+        for _ in range(3):
+            start = time.monotonic()
+            result = box.run([sys.executable, "-c", "import tensorflow"])
+            assert result.returncode == 0, result.output
+            cold.append(time.monotonic() - start)
+    measured.append(("a cold sandbox importing TensorFlow", statistics.median(cold)))
+    return measured
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20, help="submissions per run (default 20)")
@@ -206,6 +261,11 @@ def main(argv=None) -> int:
             f"with {first['workers']}: {steady[1] / steady[0]:.2f}x; start-up of a run "
             f"(wall - submissions per worker x median): {start[0]:.0f} s and {start[1]:.0f} s"
         )
+    print("\nWhat a fresh sandbox costs per submission (median seconds of an empty run):")
+    print("| run | s |")
+    print("|---|---|")
+    for name, seconds in fresh_sandbox_costs():
+        print(f"| {name} | {seconds:.2f} |")
     return 0
 
 

@@ -1,7 +1,9 @@
 """Decide every test call from the records alone (run as a script, never beside student code).
 
-    python -I checker.py < request.json           writes the verdicts to request["result"]
-    python -I checker.py --serve < config.json    stays warm: answers requests from an inbox
+    checker.run(request)                 in a fresh run of the checker's warm parent
+    python -I checker.py < request.json  the same, as a script
+
+Either writes the verdicts to ``request["result"]``.
 
 The request names the course's own copy of the learner files (``public_tests.py``
 and its helpers), the folder of records copied out of the student's sandbox, and
@@ -23,9 +25,6 @@ import io
 import json
 import os
 import sys
-import time
-
-STEP_MARKER = "\x1e@step "
 
 
 def judge(call: dict, records: str, tests) -> dict:
@@ -75,36 +74,6 @@ def answer(request: dict, tests) -> None:
     os.replace(request["result"] + ".part", request["result"])
 
 
-def serve(config: dict, tests) -> None:
-    """Stay warm: answer each ``<n>.request.json`` that appears in the inbox, in order.
-
-    Exits after ``config["requests"]`` answers, so that a long run starts afresh now
-    and then; the grader starts a new one when it needs it.
-    """
-    import gc
-
-    import keras
-
-    gc.freeze()  # collections skip what was imported: they visit far fewer objects
-    os.write(1, f"\n{STEP_MARKER}ready\n".encode())
-    answered: set[str] = set()
-    while len(answered) < config["requests"]:
-        waiting = sorted(
-            (name for name in os.listdir(config["inbox"]) if name.endswith(".request.json")),
-            key=lambda name: int(name.split(".")[0]),
-        )
-        for name in waiting:
-            if name in answered:
-                continue
-            with open(os.path.join(config["inbox"], name), "rb") as handle:
-                answer(json.loads(handle.read(16 * 2**20)), tests)
-            answered.add(name)
-            tests.tu.forget_models()  # no model of one student stays for the next
-            keras.backend.clear_session()
-            os.write(1, f"\n{STEP_MARKER}answered {name}\n".encode())
-        time.sleep(0.05)
-
-
 def run(request: dict) -> None:
     """Judge one submission's records (in a run forked by ``zygote.py``)."""
     sys.path[:0] = [request["runner"], request["assignment"]]
@@ -115,15 +84,7 @@ def run(request: dict) -> None:
 
 
 def main() -> None:
-    request = json.loads(sys.stdin.read())
-    sys.path[:0] = [request["runner"], request["assignment"]]
-    os.chdir(request["workdir"])
-    import public_tests
-
-    if "--serve" in sys.argv:
-        serve(request, public_tests)
-    else:
-        answer(request, public_tests)
+    run(json.loads(sys.stdin.read()))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
 
 A worker stays warm: it unpacks the course once (``Course``), keeps nbgrader and
 the grader imported, and runs ``nbgrader autograde`` and ``generate_feedback``
-in-process, each time in a fresh private copy of the course. Each student's kernel
-is a new process, forked from a sandboxed parent that imported TensorFlow once
-(``warm_kernel.py``). Nothing of one student stays for the next: the private
-course is deleted after each task, and the warm kernel checks its sandbox between
-two students.
+in-process, each time in a fresh private copy of the course. Each student's kernel,
+and each check of their records, is a new process forked from a warm parent that
+imported TensorFlow once, in namespaces made for that run alone (``kernels.py``,
+``sandbox/warm.py``). Nothing of one student stays for the next: the private course
+is deleted after each task, and each run's processes are dead and its folder gone
+before the next run exists.
 
 The worker writes nothing the client must read back from disk: the result is data
 (points and comments per test cell, the status, the autograded notebook and the
@@ -29,7 +30,6 @@ import shutil
 import tempfile
 import time
 
-from . import grading
 from .course import ASSIGNMENT, NOTEBOOK, db_url
 from .execute import STATUS_FILE
 

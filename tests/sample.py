@@ -29,6 +29,8 @@ POINTS = {
     "fine_tune_compile_test": 2,
 }
 TOTAL = 13
+# The learner files the set-up cell imports (what the grader copies into its sandboxes).
+LEARNER_FILES = ("utils.py", "public_tests.py", "test_utils.py", "trainable_training.py")
 
 
 def make_course(dest: pathlib.Path) -> pathlib.Path:

@@ -67,9 +67,28 @@ ORDER = [
     ("s13_ok", "solution"),
     ("s14_kernel_death", "kernel_death"),
     ("s15_hang", "hang"),
+    # Warm workers: one student can never touch another (each attacker has two correct
+    # classmates after it, each with a comment in their answers that only they wrote).
+    ("s16_a_reach_others", "reach_others"),
+    ("s16_b_thief", "thief"),
+    ("s16_c_ok_marked", "marked"),
+    ("s16_d_collector", "collector"),
+    ("s16_e_checker_bomb", "checker_bomb"),
+    ("s16_f_ok_marked", "marked"),
+    ("s16_g_ok_marked", "marked"),
 ]
 HOSTILE = [student for student, kind in ORDER if kind in attacks.HOSTILE]
-CORRECT = [student for student, kind in ORDER if kind in ("chdir", "duplicated", "solution")]
+CORRECT = [
+    student for student, kind in ORDER if kind in ("chdir", "duplicated", "solution", "marked")
+]
+MARKED = [student for student, kind in ORDER if kind == "marked"]
+
+
+def marker(student: str) -> str:
+    """A comment only this student wrote: it must never show up in anyone else's files."""
+    return f"answer-of-{student}-only-{uuid.uuid5(uuid.NAMESPACE_URL, student).hex[:12]}"
+
+
 AFTER = {
     attacker: next(s for s in CORRECT if s > attacker)
     for attacker in HOSTILE
@@ -193,6 +212,8 @@ def notebooks(release, solution, scope) -> dict:
     for student, kind in ORDER:
         if kind in attacks.HOSTILE:
             built[student] = attacks.HOSTILE[kind](release, scope)
+        elif kind == "marked":
+            built[student] = attacks.marked(solution, marker(student))
         else:
             built[student] = honest[kind]()
     return built
@@ -251,6 +272,7 @@ def attacked(tmp_path_factory):
         seconds = time.monotonic() - start
         del os.environ["GRADER_TEST_SECRET"]
         listener.stop()
+        left_running = _batch_processes()
         course_after, environment_after = course_files(course), environment_files()
         probes = attacks.clean_up(probe_roots())
 
@@ -273,9 +295,22 @@ def attacked(tmp_path_factory):
             environment_before, environment_after, ignore_new=new_bytecode
         ),
         "probes": probes,
+        "left_running": left_running,
         "seconds": seconds,
         "summary": summary,
     }
+
+
+def _batch_processes() -> list[str]:
+    """Processes of the batch still alive on this machine after it: sandboxes, zygotes, runs."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "zygote.py" in command or "bwrap" in command or "alpaca-loot" in command:
+            found.append(f"{process.pid}: {command[:200]}")
+    return found
 
 
 def total(attacked, student) -> float:
@@ -523,3 +558,58 @@ def test_kill_parent_spares_the_grader(attacked):
     assert after["status"].startswith("graded"), after
     for pid in attacks.protected_pids():
         os.kill(pid, 0)  # raises if it was killed
+
+
+# --------------------------------------------------------------------------------------
+# Warm workers: one student can never touch another (issue 15)
+# --------------------------------------------------------------------------------------
+
+WARM_ATTACKERS = [
+    s for s, kind in ORDER if kind in ("reach_others", "thief", "collector", "checker_bomb")
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attacker", WARM_ATTACKERS)
+def test_every_classmate_after_a_warm_attacker_gets_full_marks(attacked, attacker):
+    """Do the (at least two) correct classmates graded after each attacker on the same warm worker all get 13/13?"""
+    later = [s for s in CORRECT if s > attacker]
+    assert len(later) >= 2
+    scores = stored_scores(attacked["course"])
+    for student in later:
+        row = attacked["rows"][student]
+        assert float(row["total"]) == TOTAL and row["status"].startswith("graded"), (
+            f"after {attacker}, {student}: {row}"
+        )
+        assert scores[student] == TOTAL, (attacker, student)
+
+
+def _everything_of(attacked, student) -> str:
+    """Every file the grader wrote for one student: feedback, log, result, autograded notebook."""
+    out, course = attacked["out"], attacked["course"]
+    paths = [
+        *out.glob(f"feedback/{student}.*"),
+        *out.glob(f"logs/{student}.*"),
+        *out.glob(f"results/{student}.*"),
+        *(course / "autograded" / student).rglob("*"),
+        *(course / "feedback" / student).rglob("*"),
+    ]
+    return "\n".join(
+        path.read_text(encoding="utf-8", errors="replace") for path in paths if path.is_file()
+    )
+
+
+@pytest.mark.slow
+def test_no_classmate_answer_reaches_anyone_else(attacked):
+    """Does each marked classmate's own comment appear only in their own files, the thief's and collector's included?"""
+    everything = {student: _everything_of(attacked, student) for student, _ in ORDER}
+    for owner in MARKED:
+        assert marker(owner) in everything[owner]  # the files hold the answers: the check can fail
+        holders = [s for s, text in everything.items() if s != owner and marker(owner) in text]
+        assert holders == [], f"{owner}'s answer reached {holders}"
+
+
+@pytest.mark.slow
+def test_nothing_of_the_batch_is_left_running(attacked):
+    """After the batch, is no sandbox, zygote or daemon of any student still alive?"""
+    assert attacked["left_running"] == []
