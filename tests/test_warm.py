@@ -8,6 +8,12 @@ what a run can see and reach, and what the next run sees.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
 import textwrap
 
 import psutil
@@ -256,3 +262,78 @@ def test_the_checker_answers_each_request_in_a_fresh_run(parents):
         assert not done.folder.exists()
         assert parents.checker.session.zygote.children() == []
     assert seen == [[], []]
+
+
+PROBE = """
+import json, os
+def run(request):
+    found = {"pid": os.getpid(), "uid": os.getuid(), "ppid": os.getppid()}
+    found["processes"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    for path in ("/runs", "/inbox"):
+        try:
+            found[path] = os.listdir(path)
+        except OSError as error:
+            found[path] = type(error).__name__
+    if os.fork() == 0:
+        os.setsid()
+        os.execv("/bin/sleep", ["sleep", "61.9"])
+    print(json.dumps(found), flush=True)
+"""
+
+AS_NOBODY = """
+import json, os, pathlib, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from grader.sandbox import Limits
+from grader.sandbox.warm import WarmParent
+folder = pathlib.Path(sys.argv[3])
+parent = WarmParent(
+    runner=folder / "runner", path=[], entry="probe", readonly={}, env={}, memory_mb=256
+)
+for _ in range(2):
+    with parent.run({}, Limits(wall_seconds=60, step_seconds=None, memory_mb=256)) as run:
+        print("RESULT", run.result.returncode, (run.result.output.strip().splitlines() or [""])[-1])
+parent.close()
+"""
+
+
+def test_a_grader_that_is_not_root_runs_each_run_in_namespaces_of_its_own(tmp_path):
+    """As an ordinary user (nobody), is each run still pid 1 of its own namespaces, its daemon dead after it?"""
+    system_python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    setpriv = shutil.which("setpriv")
+    site = [
+        p for p in sys.path if p.endswith("site-packages") and pathlib.Path(p, "psutil").is_dir()
+    ]
+    assert os.geteuid() == 0 and setpriv and os.path.exists(system_python) and site, (
+        "this test switches to nobody: it needs root, setpriv and a system Python like ours"
+    )
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="warm-nobody-", dir="/tmp"))
+    try:
+        runner = folder / "runner"
+        runner.mkdir(parents=True)
+        shutil.copyfile(sample.ROOT / "grader" / "zygote.py", runner / "zygote.py")
+        (runner / "probe.py").write_text(PROBE)
+        (folder / "as_nobody.py").write_text(AS_NOBODY)
+        for path in (folder, runner, *runner.iterdir(), folder / "as_nobody.py"):
+            path.chmod(0o755)
+        done = subprocess.run(
+            [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", system_python]
+            + [str(folder / "as_nobody.py"), str(sample.ROOT), site[0], str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(folder)},
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert len(lines) == 2, done.stdout + done.stderr[-3000:]
+    for line in lines:
+        code, printed = line.split(" ", 2)[1:]
+        found = json.loads(printed)
+        assert code == "0" and found["pid"] == 1 and found["ppid"] == 0, line
+        assert found["processes"] == [1] and found["uid"] == 1000, line
+        assert found["/runs"] == found["/inbox"] == "PermissionError", line
+    sleepers = [
+        p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "61.9"]
+    ]
+    assert sleepers == []
