@@ -34,7 +34,7 @@ import time
 from . import artifacts, kernels, plan, sandbox
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
 from .kernels import ASSIGNMENT, RUNNER
-from .sandbox.output import Output
+from .sandbox.watch import Follow
 
 RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, and the
 # checker's run finds their copies
@@ -94,9 +94,7 @@ class Unsandboxed:
 
         import psutil
 
-        start = time.monotonic()
-        output = Output(self.limits.output_bytes)
-        with tempfile.TemporaryFile() as log:
+        with tempfile.NamedTemporaryFile() as log:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.PIPE,
@@ -108,36 +106,21 @@ class Unsandboxed:
             )
             process.stdin.write(input or b"")
             process.stdin.close()
-            killed, seen, step_start = None, 0, start
-            while process.poll() is None:
-                time.sleep(0.2)
-                log.seek(seen)
-                data = log.read()
-                seen += len(data)
-                markers = output.markers
-                output.feed(data)
-                now = time.monotonic()
-                step_start = now if output.markers != markers else step_start
-                if now - start > self.limits.wall_seconds:
-                    killed = f"timeout: the run took more than {self.limits.wall_seconds:g} s"
-                elif self.limits.step_seconds and now - step_start > self.limits.step_seconds:
-                    killed = f"step timeout: more than {self.limits.step_seconds:g} s"
+            reader = os.open(log.name, os.O_RDONLY)
+            try:
+                follow = Follow(reader, self.limits)
+                killed = None
+                while process.poll() is None and killed is None:
+                    time.sleep(0.2)
+                    killed = follow.tick()
                 if killed:
                     family = psutil.Process(process.pid).children(recursive=True)
                     for member in [psutil.Process(process.pid), *family]:
                         member.kill()
                     process.wait()
-            log.seek(seen)
-            output.feed(log.read())
-        output.finish()
-        return sandbox.Result(
-            returncode=None if killed else process.returncode,
-            killed=killed,
-            output=output.text(),
-            steps=output.steps,
-            peak_mb=0.0,
-            seconds=time.monotonic() - start,
-        )
+                return follow.result(returncode=process.returncode, killed=killed)
+            finally:
+                os.close(reader)
 
 
 def _root(work) -> str:

@@ -73,7 +73,7 @@ def listing(folder):
         return sorted(os.listdir(folder))
     except OSError as error:
         return type(error).__name__
-def traces(folder, text=b"SPY = True"):
+def traces(folder, text=("SPY" + " = True").encode()):  # not this cell's own text
     found = []
     for where, _, names in os.walk(folder):
         for name in names:

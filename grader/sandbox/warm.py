@@ -49,9 +49,8 @@ import psutil
 from . import seccomp, walls
 from .box import Sandbox
 from .limits import Limits, Result
-from .output import Output
-from .scratch import SCRATCH, SHM, TMP, ScratchWatch, empty_scratch, prepare, read_artifact
-from .watch import Clock
+from .scratch import SCRATCH, SHM, TMP, empty_scratch, prepare, read_artifact
+from .watch import Follow
 
 RUNS, INBOX = "/runs", "/inbox"  # where the outer sandbox sees the runs' folders and its inbox
 OUTPUT, REQUEST = "output.log", "request.json"  # in each run's folder
@@ -225,16 +224,10 @@ class WarmParent:
                 (self.state / f"exit-{job}.json").unlink(missing_ok=True)
 
     def _watch(self, session, job, folder, output, limits: Limits) -> Result:
-        start = time.monotonic()
-        out = Output(limits.output_bytes)
-        watch = ScratchWatch(folder, limits)
-        clock = Clock(limits, start)
+        follow = Follow(output, limits, folder)
         peak, killed, returncode = 0, None, None
-        next_memory = start
+        next_memory = follow.start
         while True:
-            _read_all(output, out)
-            now = time.monotonic()
-            clock.saw(out.markers, now)
             status = self._exit_status(job)
             if status == -signal.SIGXCPU:
                 killed = f"timeout: a process used more than {limits.cpu_seconds} s of CPU time"
@@ -253,28 +246,18 @@ class WarmParent:
                 result = session.result
                 killed = (result.killed if result else None) or "the run's sandbox ended"
                 break
-            if clock.wall_over(now):
-                killed = clock.wall_message()
-            elif clock.step_over(now):
-                killed = clock.step_message(out.steps)
-            elif now >= watch.next_scan or watch.growing(now):
-                killed = watch.scan(now)
+            killed = follow.tick()
             if killed:
                 self._kill(session, job)
                 break
-            if now >= next_memory:
-                next_memory = now + 0.25
+            if time.monotonic() >= next_memory:
+                next_memory = time.monotonic() + 0.25
                 peak = max(peak, _resident(session.zygote))
             time.sleep(_PERIOD)
-        _read_all(output, out)
-        out.finish()
-        return Result(
-            returncode=None if killed else returncode,
+        return follow.result(
+            returncode=returncode,
             killed=killed,
-            output=out.text(),
-            steps=out.steps,
-            peak_mb=round(peak / 2**20, 1),
-            seconds=round(time.monotonic() - start, 3),
+            peak_bytes=peak,
             enforced=session.result.enforced if session.result else {},
         )
 
@@ -307,12 +290,6 @@ class WarmParent:
         with self.lock:
             self._stop("closed")
         shutil.rmtree(self.work, ignore_errors=True)
-
-
-def _read_all(fd: int, out: Output) -> None:
-    """Feed ``out`` what was written to the run's output file since the last read."""
-    while data := os.read(fd, 1 << 16):
-        out.feed(data)
 
 
 def _resident(zygote: psutil.Process | None) -> int:
