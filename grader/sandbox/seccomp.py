@@ -9,10 +9,9 @@ import os
 # are where kernel exploits live (io_uring, bpf, perf, userfaultfd), the kernel keyrings, the
 # kernel log, tracing, modules, mounts and namespaces. x86_64 numbers.
 BLOCKED_X86_64 = {
-    # System V IPC and POSIX message queues: objects that outlive their process, so that one
-    # student's could wait in the sandbox for the next (a warm kernel serves many, see
-    # warm_kernel.py). Python's multiprocessing needs none of them (its semaphores are files
-    # in /dev/shm, which is in scratch).
+    # System V IPC and POSIX message queues: objects that outlive their process (a warm
+    # parent's runs also have an IPC namespace each). Python's multiprocessing needs none of
+    # them (its semaphores are files in /dev/shm, which is in scratch).
     "shmget": 29,
     "shmat": 30,
     "shmctl": 31,
