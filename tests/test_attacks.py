@@ -302,14 +302,21 @@ def attacked(tmp_path_factory):
 
 
 def _batch_processes() -> list[str]:
-    """Processes of the batch still alive on this machine after it: sandboxes, zygotes, runs."""
+    """What of the batch is still alive after it: the thief's daemon (which names itself
+    alpaca-loot), or a sandbox, zygote or run below this test process."""
     import psutil
 
     found = []
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if "zygote.py" in command or "bwrap" in command or "alpaca-loot" in command:
-            found.append(f"{process.pid}: {command[:200]}")
+    for process in psutil.process_iter(["name", "cmdline", "status"]):
+        if process.info["name"] == "alpaca-loot" and process.info["status"] != "zombie":
+            found.append(f"{process.pid}: the thief's daemon")
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+            if process.status() != "zombie" and ("zygote.py" in command or "bwrap" in command):
+                found.append(f"{process.pid}: {command[:200]}")
+        except psutil.Error:
+            pass
     return found
 
 
