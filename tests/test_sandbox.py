@@ -7,6 +7,7 @@ sandbox's own limits, and the few that need more are bounded here too.
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -142,6 +143,35 @@ def test_readonly_binds_are_visible_and_tmp_home_point_into_scratch(scratch, tmp
     assert "/scratch /scratch/.tmp" in result.output  # $TMPDIR is scratch's own, /tmp or not
     written = {p.name for p in scratch.rglob("*") if p.is_file()}
     assert {"t", "s", "h"} <= written
+
+
+def test_a_course_under_tmp_is_bound_where_it_is(scratch, tmp_path):
+    """A course (or its environment) checked out under /tmp: is it bound at its own path, with
+    $TMPDIR still in scratch, where /tmp itself is left read-only?"""
+    course = Path(tempfile.mkdtemp(prefix="course-", dir="/tmp"))
+    try:
+        (course / "utils.py").write_text("X = 1\n")
+        result = run_py(
+            scratch,
+            f"""
+            import os, pathlib, tempfile
+            print(open({str(course / "utils.py")!r}).read().strip())
+            pathlib.Path(tempfile.gettempdir(), "t").write_text("t")
+            print("TMPDIR", tempfile.gettempdir())
+            try:
+                open("/tmp/elsewhere", "w")
+                print("tmp writable")
+            except OSError as error:
+                print("tmp", type(error).__name__)
+            """,
+            readonly={course: str(course)},
+        )
+    finally:
+        shutil.rmtree(course, ignore_errors=True)
+    assert result.returncode == 0, result.output
+    assert "X = 1" in result.output and "TMPDIR /scratch/.tmp" in result.output
+    assert "tmp OSError" in result.output
+    assert (scratch / ".tmp" / "t").read_text() == "t"
 
 
 def test_env_is_only_what_the_caller_gives(scratch, monkeypatch):
@@ -974,7 +1004,6 @@ def test_scratch_is_private_on_the_host(scratch):
 
 def test_a_grader_that_is_not_root_still_enforces_its_limits(tmp_path):
     """Without root (no cgroup), are a fork bomb and a memory bomb still stopped?"""
-    import shutil
 
     system_python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     setpriv = shutil.which("setpriv")
