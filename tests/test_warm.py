@@ -193,6 +193,11 @@ for pid in range(2, 4000):
         pass
 found["signalable"] = blind
 found["visible"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+found["status"] = {
+    line.split(":")[0]: line.split(":")[1].strip()
+    for line in open("/proc/self/status")
+    if line.startswith(("Cap", "NoNewPrivs", "Seccomp"))
+}
 found["tasks"] = sorted(int(t) for p in found["visible"] for t in os.listdir(f"/proc/{p}/task"))
 try:
     fd = os.open("/proc/1/mem", os.O_RDWR)
@@ -216,6 +221,10 @@ def test_a_run_reaches_no_process_and_no_folder_but_its_own(kernel):
         assert found[name][0] == -1, (name, found)
     # The only ids it can signal are its own: the threads of pid 1 (TensorFlow's and IPython's).
     assert set(found["signalable"]) <= set(found["tasks"]), found
+    status = found["status"]
+    assert all(status[f"Cap{kind}"] == "0" * 16 for kind in ("Inh", "Prm", "Eff", "Bnd", "Amb"))
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2", status
+    assert int(status["Seccomp_filters"]) >= 2, status  # the sandbox's, then the run's own
     assert found["own mem"] == "OSError"  # /proc is read-only: not even its own memory
 
 
