@@ -37,10 +37,13 @@ system-packages:
 		echo "Install them with: sudo apt-get install$$missing"; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt pyproject.toml | system-packages
+$(STAMP): requirements.txt requirements-dev.txt requirements-lock.txt requirements-keras2.txt pyproject.toml | system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c requirements-lock.txt
+	# Keras 2 beside Keras 3, for the Keras 2 column of the trainable/training claims:
+	# without its dependencies, which would add the full tensorflow beside tensorflow-cpu.
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-keras2.txt
 	# The grader package, editable: .venv/bin/python, nbgrader and dask workers import
 	# this checkout's grader/ from any folder (see pyproject.toml).
 	$(BIN)/python -m pip install --quiet --no-deps --editable .

@@ -24,6 +24,7 @@ import math
 import keras
 
 import test_utils as tu
+import trainable_training as tt
 import utils
 
 IMG_SIZE = utils.IMG_SIZE
@@ -166,6 +167,28 @@ def _base_model(ex, model):
         f"no MobileNetV2 layer in the model; its layers are: {names}. Create the base "
         f"model with tf.keras.applications.MobileNetV2() and call it (steps 1 and 6).",
     )
+
+
+def _what_keras_does(question, when_yes, when_no):
+    """Say what Keras does, on the learner's Keras and on the others, from the measured claims.
+
+    ``question`` is one of `trainable_training.CLAIMS`; ``when_yes`` and ``when_no``
+    say in words what its two answers mean.
+    """
+    version = tt.keras_version()
+    mine = tt.answer(question, version)
+    words = {"yes": when_yes, "no": when_no}
+    if mine is None:
+        return ""
+    others = [
+        tt.column_title(column)
+        for column, answer in next(a for q, a, _ in tt.CLAIMS if q == question).items()
+        if answer != mine
+    ]
+    text = f"On your Keras ({version}), {words[mine]}"
+    if others:
+        text += f"; on {' and '.join(others)}, it is the other way round"
+    return text + ". The notebook measures it in its section 'The claims, checked on your Keras'."
 
 
 def _expected_rows(image_shape, augmenter_name):
@@ -388,8 +411,14 @@ def check_frozen_base(record, image_shape=IMG_SIZE):
         tu.fail(
             ex,
             f"the base model was called with training={found}; expected "
-            f"training=False, which keeps its BatchNormalization layers in inference "
-            f"mode (step 6).",
+            f"training=False: write x = base_model(x, training=False) (step 6). "
+            + _what_keras_does(
+                tt.TRAINING_FALSE_KEEPS_BN,
+                "training=False keeps the BatchNormalization layers of the base "
+                "model in inference mode during fit()",
+                "training=False does not keep the BatchNormalization layers of the "
+                "base model in inference mode during fit() (base_model.trainable = False does)",
+            ),
         )
 
     trainable, frozen = tu.parameter_counts(model)
@@ -400,7 +429,8 @@ def check_frozen_base(record, image_shape=IMG_SIZE):
             f"parameters; expected {TRAINABLE_PARAMS:,} trainable (only "
             f"Dense(1) on 1,280 features) and {NON_TRAINABLE_PARAMS:,} "
             f"non-trainable (all of MobileNetV2). Check the layers after the base "
-            f"model (steps 7 to 9) and run alpaca_model_test.",
+            f"model (steps 7 to 9): the test cell just above, "
+            f"public_tests.alpaca_model_test(alpaca_model), lists them.",
         )
 
     # Behaviour: one real training step changes only the new classifier.
@@ -495,9 +525,15 @@ def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
     if not base_model.trainable:
         tu.fail(
             ex,
-            "base_model.trainable is False, so none of its layers can train, whatever "
-            "their own flag. Set base_model.trainable = True before setting the flag "
-            "of each layer (step 1).",
+            "base_model.trainable is still False after your fine_tune(); expected True. "
+            "Write base_model.trainable = True first, then set the flag of each layer "
+            "(step 1). "
+            + _what_keras_does(
+                tt.LAYER_TRAINS_IN_FROZEN_MODEL,
+                "the layers you unfroze would train anyway, but base_model.trainable_weights "
+                "would list none of them",
+                "none of the layers you unfroze would train, whatever their own flag",
+            ),
         )
 
     def expected_flag(index, layer):
@@ -520,7 +556,10 @@ def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
         layer = layers[index]
         found = "trainable" if got[index][0] else "not trainable"
         want = "trainable" if expected[index][0] else "not trainable"
-        where = f"layer {index} {layer.name!r} of the base model is {found}; expected {want}"
+        where = (
+            f"in the model the test gave your fine_tune(), layer {index} {layer.name!r} "
+            f"of base_model is {found}; expected {want}"
+        )
         before = [
             got[i][0]
             for i in range(min(fine_tune_at, len(layers)))
@@ -529,7 +568,13 @@ def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
         after = [
             got[i][0] for i in range(fine_tune_at, len(layers)) if not tu.is_batch_norm(layers[i])
         ]
-        if before and all(before) and not any(after):
+        if all(flag for (flag,) in got):
+            hint = (
+                "Every layer of base_model is trainable: setting base_model.trainable = "
+                "True after the loop sets the flag of every layer again. Write "
+                "base_model.trainable = True before the loop (step 1)."
+            )
+        elif before and all(before) and not any(after):
             hint = (
                 "The layers before fine_tune_at are unfrozen and those after are frozen: "
                 "the other way round. Unfreeze base_model.layers[fine_tune_at:] (step 1)."
@@ -585,8 +630,8 @@ def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
                 ex,
                 f"after one training step, the kernel of layer {index} {name!r} did "
                 f"not change; expected it to train, as it comes after fine_tune_at="
-                f"{fine_tune_at}. Make base_model.trainable True and recompile "
-                f"(steps 1 and 3).",
+                f"{fine_tune_at}. Write base_model.trainable = True, then set the flag "
+                f"of each layer (step 1).",
             )
     tu.passed(ex)
 
@@ -601,9 +646,10 @@ def check_fine_tune_compile(record, base_learning_rate=BASE_LEARNING_RATE):
     if not record["new_optimizer"]:
         tu.fail(
             ex,
-            f"the model still has the optimizer it had before fine_tune() "
-            f"(learning rate {base_learning_rate:g}); expected a new one. Compile the "
-            f"model again after changing `trainable` (step 3).",
+            f"the test gave your fine_tune() a model compiled with Adam(learning_rate="
+            f"{base_learning_rate:g}), and after fine_tune() the model still has that "
+            f"optimizer; expected a new one. Compile the model again inside fine_tune(), "
+            f"after changing `trainable` (step 3).",
         )
     optimizer = _compiled(config.get("optimizer"))
     if optimizer["class_name"].lower() != "adam":

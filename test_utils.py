@@ -417,7 +417,10 @@ def learner_error(exercise, error):
     where = ""
     if error.get("line") is not None:
         code = f": {error['code']}" if error.get("code") else "."
-        where = f"\nIt happened at line {error['line']} of your code{code}"
+        where = (
+            f"\nIt happened at line {error['line']} of the cell where you wrote "
+            f"{exercise.split()[0]}(){code}"
+        )
     if error["not_implemented"]:
         fail(
             exercise,
@@ -456,10 +459,13 @@ def run_check(exercise, what, function, *args, **kwargs):
         raise
     except Exception as error:  # noqa: BLE001 -- reported to the learner
         text = (str(error).strip().splitlines() or [""])[0][:MAX_MESSAGE]
+        function = exercise.split()[0]
         fail(
             exercise,
             f"{what} failed with {type(error).__name__}: {text}\n"
-            f"Fix the layers first: the tests above this one in the message list them.",
+            f"The test ran this on what your {function}() returned. Check its layers "
+            f"against the steps of the exercise, run the cell where you wrote "
+            f"{function}() again, then this test cell.",
         )
 
 

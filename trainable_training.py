@@ -1,19 +1,25 @@
 """What `trainable` and `training` do, measured on the installed Keras.
 
-    python -m trainable_training      prints the measured table and the claims
+    python -m trainable_training          prints the measured table and the claims
+    python -m trainable_training --json   prints the measured table as JSON
+
+It measures Keras 2 too: run it with ``TF_USE_LEGACY_KERAS=1`` and the
+``tf-keras`` package installed, and ``tf.keras`` is Keras 2.
 
 `probe()` builds tiny models and measures, on the Keras that is installed, what
 `layer.trainable` and the call-time `training` argument do to BatchNormalization
 and Dropout inside `fit()` and `predict()`. `CLAIMS` holds the answers that the
-notebook and docs/trainable-vs-training.md give, per Keras version range; the
-project's tests check them against the live probe and against the notebook's
-text. `bn_experiment()` is the notebook's optional experiment: fine-tuning with
+notebook, docs/trainable-vs-training.md and the public tests' messages give,
+per Keras version range; the project's tests check them against the live probe
+(on Keras 3 and on Keras 2) and against the notebook's text. `bn_experiment()` is the notebook's optional experiment: fine-tuning with
 BatchNormalization frozen or not.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sys
 import warnings
 
 import matplotlib.pyplot as plt
@@ -24,24 +30,41 @@ import utils
 
 PROBE_TRAINING_VALUES = (None, True, False)
 PROBE_PHASES = ("fit", "predict")
-KERAS_RANGES = ("3.0 to 3.15", "3.16 and later")
+KERAS_RANGES = ("2", "3.0 to 3.15", "3.16 and later")
+
+
+def keras_version():
+    """Return the version of the Keras that ``tf.keras`` is here ("3.15.1", "2.21.0")."""
+    version = getattr(tf.keras, "__version__", None)
+    if version is None:  # tf-keras (Keras 2) keeps its version in its own package
+        import tf_keras
+
+        version = tf_keras.__version__
+    return version
 
 
 def keras_version_range(version=None):
-    """Return the column of `CLAIMS` for a Keras version: "3.0 to 3.15" or "3.16 and later".
+    """Return the column of `CLAIMS` for a Keras version: "2", "3.0 to 3.15" or "3.16 and later".
 
-    Returns None for versions the claims do not cover (Keras 2, ``tf_keras``).
+    Returns None for versions the claims do not cover (before 2.0, or not a version).
     The default is the Keras that ``tf.keras`` is on this machine.
     """
     if version is None:
-        version = tf.keras.__version__
+        version = keras_version()
     match = re.match(r"(\d+)\.(\d+)", str(version))
     if not match:
         return None
     major_minor = (int(match.group(1)), int(match.group(2)))
-    if major_minor < (3, 0):
+    if major_minor < (2, 0):
         return None
-    return KERAS_RANGES[0] if major_minor < (3, 16) else KERAS_RANGES[1]
+    if major_minor < (3, 0):
+        return KERAS_RANGES[0]
+    return KERAS_RANGES[1] if major_minor < (3, 16) else KERAS_RANGES[2]
+
+
+def _numpy(variable):
+    """A copy of a variable's value, on Keras 2 and 3."""
+    return np.array(variable.numpy(), copy=True)
 
 
 def _probe_model(keras, layer, shape, training):
@@ -70,8 +93,7 @@ def _probe_batch_norm(keras, trainable, training):
 
     def state():
         return [
-            keras.ops.convert_to_numpy(v)
-            for v in (layer.moving_mean, layer.moving_variance, layer.gamma, layer.beta)
+            _numpy(v) for v in (layer.moving_mean, layer.moving_variance, layer.gamma, layer.beta)
         ]
 
     def candidates(weights):
@@ -134,6 +156,67 @@ def _probe_dropout(keras, trainable, training):
     ]
 
 
+# The questions the nesting probe answers, as format_table() prints them.
+NESTING_CASES = {
+    "listed": "Dense(trainable=True) inside Sequential(trainable=False): "
+    "in the outer model's trainable_weights",
+    "trains": "Dense(trainable=True) inside Sequential(trainable=False): changed by fit()",
+    "unfreezes": "Sequential.trainable = True, when already True: unfreezes a layer frozen alone",
+    "no_recompile": "a layer unfrozen after fit(): changed by the next fit(), without compile()",
+}
+
+
+def _probe_nesting(keras):
+    """Return the rows of what ``trainable`` does to layers inside a model.
+
+    As in Exercise 3, where the layers of MobileNetV2 sit inside the model and
+    each gets its own flag: does a trainable layer train inside a frozen model?
+    Does ``model.trainable = True`` unfreeze layers frozen one by one? Does a
+    change of ``trainable`` after ``fit()`` count without ``compile()`` again?
+    """
+    x = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+    y = np.ones((16, 1), dtype="float32")
+
+    def build():
+        inner = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(4)], name="inner")
+        inputs = keras.Input(shape=(3,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(inner(inputs)))
+        return model, inner
+
+    def fit(model, compile_first=True):
+        if compile_first:
+            model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+        model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+
+    results = {}
+    # A frozen model, one of its layers unfrozen alone.
+    model, inner = build()
+    inner.trainable = False
+    dense = inner.layers[1]
+    dense.trainable = True
+    results["listed"] = any(weight is dense.kernel for weight in model.trainable_weights)
+    before = _numpy(dense.kernel)
+    fit(model)
+    results["trains"] = not np.array_equal(before, _numpy(dense.kernel))
+    # model.trainable = True again, after freezing one layer alone.
+    model, inner = build()
+    inner.layers[0].trainable = False
+    inner.trainable = True
+    results["unfreezes"] = bool(inner.layers[0].trainable)
+    # A layer unfrozen after fit(), then fit() again without compile().
+    model, inner = build()
+    dense = inner.layers[1]
+    dense.trainable = False
+    fit(model)
+    dense.trainable = True
+    before = _numpy(dense.kernel)
+    fit(model, compile_first=False)
+    results["no_recompile"] = not np.array_equal(before, _numpy(dense.kernel))
+    return [
+        {"layer": "nesting", "case": case, "result": bool(results[case])} for case in NESTING_CASES
+    ]
+
+
 def probe():
     """Measure what `trainable` and `training` do on the installed Keras.
 
@@ -147,8 +230,9 @@ def probe():
     runs one step and records, for BatchNormalization, which statistics
     normalise the data (``"batch"`` or ``"moving"``), whether the moving
     statistics changed and whether gamma or beta changed, and for Dropout
-    whether it drops values. Returns ``{"keras": version, "backend": name,
-    "rows": [...]}``. Takes a few seconds on a CPU.
+    whether it drops values. Then it measures what ``trainable`` does to layers
+    inside a model (see `_probe_nesting()`). Returns ``{"keras": version,
+    "backend": name, "rows": [...]}``. Takes a few seconds on a CPU.
     """
     keras = tf.keras
     rows = []
@@ -164,9 +248,10 @@ def probe():
                 for trainable in (True, False):
                     for training in PROBE_TRAINING_VALUES:
                         rows.extend(probe(keras, trainable, training))
+            rows.extend(_probe_nesting(keras))
     finally:
         logger.setLevel(level)
-    return {"keras": keras.__version__, "backend": keras.backend.backend(), "rows": rows}
+    return {"keras": keras_version(), "backend": keras.backend.backend(), "rows": rows}
 
 
 def probe_rows(table, layer, **where):
@@ -204,6 +289,9 @@ def format_table(table) -> str:
             f"{str(row['trainable']):<10} {str(row['training']):<9} {row['phase'] + '()':<10} "
             f"{yes_no(row['drops'])}"
         )
+    lines += ["", "Layers inside a model"]
+    for row in probe_rows(table, "nesting"):
+        lines.append(f"{NESTING_CASES[row['case']]}: {yes_no(row['result'])}")
     return "\n".join(lines)
 
 
@@ -211,16 +299,33 @@ def _answer(condition: bool) -> str:
     return "yes" if condition else "no"
 
 
+def _nesting(table, case):
+    return all(row["result"] for row in probe_rows(table, "nesting", case=case))
+
+
+# The questions that the notebook's text and the public tests' messages answer.
+TRAINING_FALSE_KEEPS_BN = "Does `training=False` keep BN in inference mode during `fit()`?"
+LAYER_TRAINS_IN_FROZEN_MODEL = (
+    "Does a layer with `trainable = True` train inside a model with `trainable = False`?"
+)
+TRAINABLE_TRUE_AGAIN_UNFREEZES = (
+    "Does `model.trainable = True` unfreeze layers frozen one by one, when it is already `True`?"
+)
+CHANGE_COUNTS_WITHOUT_COMPILE = (
+    "Does a change of `trainable` after `fit()` count without `compile()` again?"
+)
+
 # Each claim: the question as the notebook and the docs ask it, the answer for
-# each Keras range, and how to read the answer from the probe's table. The
-# "3.0 to 3.15" answers were measured on 3.15.1; the "3.16 and later" answers
-# on Keras master (3.16-dev, after keras-team/keras PR #23364). The tests
-# compare the column of the installed Keras with the live probe, and the
-# notebook's claims table with this dict.
+# each Keras range, and how to read the answer from the probe's table. The "2"
+# answers were measured on tf-keras 2.21.0 (TF_USE_LEGACY_KERAS=1), the
+# "3.0 to 3.15" answers on 3.15.1, the "3.16 and later" answers on Keras master
+# (3.16.0 at commit 3422977, after keras-team/keras PR #23364). The tests compare
+# the columns "2" and the installed Keras's with the live probe, and the
+# notebook's claims table with this tuple.
 CLAIMS = (
     (
         "Does `trainable = False` put BN in inference mode during `fit()`?",
-        {"3.0 to 3.15": "yes", "3.16 and later": "yes"},
+        {"2": "yes", "3.0 to 3.15": "yes", "3.16 and later": "yes"},
         lambda t: _answer(
             all(
                 r["statistics"] == "moving"
@@ -230,7 +335,7 @@ CLAIMS = (
     ),
     (
         "Does `trainable = False` freeze BN's moving statistics, gamma and beta?",
-        {"3.0 to 3.15": "yes", "3.16 and later": "yes"},
+        {"2": "yes", "3.0 to 3.15": "yes", "3.16 and later": "yes"},
         lambda t: _answer(
             not any(
                 r["moving_updated"] or r["gamma_beta_updated"]
@@ -239,8 +344,8 @@ CLAIMS = (
         ),
     ),
     (
-        "Does `training=False` keep BN in inference mode during `fit()`?",
-        {"3.0 to 3.15": "no", "3.16 and later": "yes"},
+        TRAINING_FALSE_KEEPS_BN,
+        {"2": "yes", "3.0 to 3.15": "no", "3.16 and later": "yes"},
         lambda t: _answer(
             all(
                 r["statistics"] == "moving" and not r["moving_updated"]
@@ -252,7 +357,7 @@ CLAIMS = (
     ),
     (
         "Does `training=False` stop BN's gamma and beta from training?",
-        {"3.0 to 3.15": "no", "3.16 and later": "no"},
+        {"2": "no", "3.0 to 3.15": "no", "3.16 and later": "no"},
         lambda t: _answer(
             not any(
                 r["gamma_beta_updated"]
@@ -264,7 +369,7 @@ CLAIMS = (
     ),
     (
         "Does `trainable` change what Dropout does?",
-        {"3.0 to 3.15": "no", "3.16 and later": "no"},
+        {"2": "no", "3.0 to 3.15": "no", "3.16 and later": "no"},
         lambda t: _answer(
             any(
                 [
@@ -286,12 +391,45 @@ CLAIMS = (
     ),
     (
         "Does `training=False` turn Dropout off during `fit()`?",
-        {"3.0 to 3.15": "no", "3.16 and later": "yes"},
+        {"2": "yes", "3.0 to 3.15": "no", "3.16 and later": "yes"},
         lambda t: _answer(
             not any(r["drops"] for r in probe_rows(t, "Dropout", training=False, phase="fit"))
         ),
     ),
+    (
+        LAYER_TRAINS_IN_FROZEN_MODEL,
+        {"2": "no", "3.0 to 3.15": "yes", "3.16 and later": "yes"},
+        lambda t: _answer(_nesting(t, "listed") and _nesting(t, "trains")),
+    ),
+    (
+        TRAINABLE_TRUE_AGAIN_UNFREEZES,
+        {"2": "yes", "3.0 to 3.15": "no", "3.16 and later": "no"},
+        lambda t: _answer(_nesting(t, "unfreezes")),
+    ),
+    (
+        CHANGE_COUNTS_WITHOUT_COMPILE,
+        {"2": "no", "3.0 to 3.15": "no", "3.16 and later": "no"},
+        lambda t: _answer(_nesting(t, "no_recompile")),
+    ),
 )
+
+
+def answer(question, version=None):
+    """Return the answer of `CLAIMS` to ``question`` ("yes" or "no") for a Keras version.
+
+    The default is the installed Keras. Returns None for a Keras the claims do
+    not cover.
+    """
+    keras_range = keras_version_range(version)
+    for claimed, answers, _ in CLAIMS:
+        if claimed == question:
+            return answers.get(keras_range)
+    raise KeyError(question)
+
+
+def column_title(keras_range):
+    """The title of a column of the claims table: "Keras 2", "Keras 3.0 to 3.15", ..."""
+    return f"Keras {keras_range}"
 
 
 def check_claims(table, keras_range=None):
@@ -316,7 +454,7 @@ def format_claims(table) -> str:
     """Render each claim with its answer measured on this Keras, and flag disagreements."""
     keras_range = keras_version_range(table["keras"])
     lines = [
-        f"Your Keras is {table['keras']}: the column to read is {keras_range!r}."
+        f"Your Keras is {table['keras']}: the column to read is {column_title(keras_range)!r}."
         if keras_range
         else f"Your Keras is {table['keras']}: the claims do not cover it; trust the table."
     ]
@@ -368,13 +506,14 @@ def bn_experiment(
     compile_model(frozen, base_learning_rate)
     head = frozen.fit(
         train_dataset, validation_data=validation_dataset, epochs=head_epochs, verbose=0
-    ).history
+    )
     trainable = build_model()
     trainable.set_weights(frozen.get_weights())
 
     frozen = fine_tune(frozen, fine_tune_at, base_learning_rate)
     base_model = utils.get_base_model(trainable)
-    # The base model itself must be trainable, or none of its layers trains.
+    # As in Exercise 3: the base model trainable first, then each layer's flag
+    # (LAYER_TRAINS_IN_FROZEN_MODEL in CLAIMS says why).
     base_model.trainable = True
     for index, layer in enumerate(base_model.layers):
         layer.trainable = index >= fine_tune_at
@@ -397,9 +536,12 @@ def bn_experiment(
             callbacks=[record],
             verbose=0,
         )
-        # Start the curves at the last epoch of the classifier's training.
+        # Start the curves at the last epoch of the classifier's training. Your
+        # fine_tune() may name its accuracy metric as it likes: read it as "accuracy".
+        fine = utils.history_curves(history)
+        start = utils.history_curves(head)
         results[label] = {
-            "history": {key: head[key][-1:] + values for key, values in history.history.items()},
+            "history": {key: start[key][-1:] + values for key, values in fine.items()},
             "moving_variance": variances,
             "first_epoch": head_epochs,
         }
@@ -434,6 +576,9 @@ def plot_bn_experiment(results, watched_layer="Conv_1_bn"):
 
 if __name__ == "__main__":
     _table = probe()
-    print(format_table(_table))
-    print()
-    print(format_claims(_table))
+    if "--json" in sys.argv[1:]:
+        print(json.dumps(_table))
+    else:
+        print(format_table(_table))
+        print()
+        print(format_claims(_table))

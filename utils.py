@@ -7,10 +7,12 @@ weights, and hiding TensorFlow's start-up notes. What `trainable` and
 
 Where things come from (first match wins):
 
-* dataset: ``$ALPACA_DATASET``, then ``dataset/`` beside this file.
+* dataset: ``$ALPACA_DATASET``, then ``dataset/`` beside this file. Any folder
+  of two class folders of photos works.
 * weights: ``$ALPACA_WEIGHTS_DIR``, then ``imagenet_base_model/`` beside this
-  file, then Keras's own download (``weights="imagenet"``), which needs
-  internet access.
+  file, then Keras's cache (``~/.keras/models/``), where the file is downloaded
+  from ``KERAS_WEIGHTS_URL`` as Keras itself does for ``weights="imagenet"``
+  (that needs internet access once).
 """
 
 from __future__ import annotations
@@ -172,14 +174,36 @@ def get_base_model(model):
     )
 
 
+def history_curves(history):
+    """Return the curves of a ``fit()`` history, its accuracy metric named "accuracy".
+
+    Whatever name the metric was compiled with (``BinaryAccuracy(threshold=0.0)``
+    alone is named "binary_accuracy"), its curves come back as "accuracy" and
+    "val_accuracy", so that histories of models compiled in different cells join
+    up. The metric is the only one besides the loss, or else the one whose name
+    holds "acc". ``history`` is what ``fit()`` returned, or its ``.history`` dict.
+    """
+    logs = getattr(history, "history", history)
+    names = {key.removeprefix("val_") for key in logs} - {"loss", "learning_rate"}
+    accuracy = names if len(names) == 1 else {name for name in names if "acc" in name}
+    renamed = next(iter(accuracy)) if len(accuracy) == 1 else None
+    curves = {}
+    for key, values in logs.items():
+        prefix = "val_" if key.startswith("val_") else ""
+        name = key.removeprefix(prefix)
+        curves[prefix + ("accuracy" if name == renamed else name)] = list(values)
+    return curves
+
+
 def plot_history(*histories, marker_epoch=None):
     """Plot accuracy and loss of one or more consecutive ``fit()`` histories as one run.
 
+    The accuracy metric may have any name in each history (see `history_curves()`).
     ``marker_epoch`` draws a vertical line where fine-tuning starts.
     """
     curves = {}
     for history in histories:
-        for key, values in history.history.items():
+        for key, values in history_curves(history).items():
             curves.setdefault(key, []).extend(values)
     figure, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for axis, metric in zip(axes, ("accuracy", "loss")):
@@ -306,17 +330,19 @@ def check_dataset(directory=None) -> dict:
     """
     root = dataset_dir(directory)
     hint = (
-        f"Set ${DATASET_ENV} to the folder that holds 'alpaca/' and 'not alpaca/', "
-        f"or copy those two folders into {HERE / 'dataset'}."
+        f"Copy the folders 'alpaca/' and 'not alpaca/' into {HERE / 'dataset'}, or set "
+        f"${DATASET_ENV} to a folder that holds them, or two folders of photos of any "
+        f"two classes, before you start Jupyter. Only the cells that show, train on "
+        f"or predict photos need them: the exercises and their test cells run without."
     )
     if not root.is_dir():
         raise DatasetError(f"Dataset folder {str(root)!r} does not exist. {hint}")
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(classes) < 2:
+    if len(classes) != 2:
         found = ", ".join(repr(p.name) for p in classes) or "none"
         raise DatasetError(
-            f"Dataset folder {str(root)!r} must hold one folder per class "
-            f"({', '.join(repr(c) for c in CLASS_NAMES)}); found {found}. {hint}"
+            f"Dataset folder {str(root)!r} must hold one folder per class, two classes "
+            f"(such as {', '.join(repr(c) for c in CLASS_NAMES)}); found {found}. {hint}"
         )
     files, problems = {}, []
     for folder in classes:
@@ -350,12 +376,19 @@ def weights_dir() -> pathlib.Path:
 
 
 def _where_to_put_weights(include_top: bool) -> str:
-    names = " or ".join(repr(n) for n in WEIGHT_FILES[include_top])
+    official = WEIGHT_FILES[include_top][1]
     return (
-        f"Put {names} in {HERE / 'imagenet_base_model'} or in the folder named by "
-        f"${WEIGHTS_ENV}, or run on a machine with internet access so that Keras can "
-        f"download them (weights='imagenet')."
+        f"The official Keras file is {official!r}: download it from "
+        f"{KERAS_WEIGHTS_URL}{official} and put it in {HERE / 'imagenet_base_model'}, "
+        f"or in a folder named by ${WEIGHTS_ENV} (set before you start Jupyter), or in "
+        f"Keras's cache {keras_cache()}. On a machine with internet access the "
+        f"notebook downloads it there itself."
     )
+
+
+def keras_cache() -> pathlib.Path:
+    """Keras's download cache: ``$KERAS_HOME/models``, by default ``~/.keras/models``."""
+    return pathlib.Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "models"
 
 
 def mobilenet_weights(include_top: bool = False) -> str:
@@ -398,8 +431,9 @@ def imagenet_class_index() -> dict:
     if not path.is_file():
         if os.environ.get(WEIGHTS_ENV):
             raise WeightsError(
-                f"${WEIGHTS_ENV} is set, but {path} does not exist. Put "
-                f"{CLASS_INDEX_FILE!r} beside the weights files."
+                f"${WEIGHTS_ENV} is set, but {path} does not exist. Download "
+                f"{CLASS_INDEX_FILE!r} from {KERAS_CLASS_INDEX_URL} and put it beside "
+                f"the weights files."
             )
         path = _download(CLASS_INDEX_FILE, KERAS_CLASS_INDEX_URL, include_top=True)
     with open(path, encoding="utf-8") as handle:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+import trainable_training
 from grader import plan
 from tools import build, master
 
@@ -78,6 +79,13 @@ class Variant:
     test: str = ""  # the public test that must fail (mistakes only)
     phrase: str = ""  # a key phrase of its message (mistakes only)
     kwargs: tuple = ()  # extra keyword arguments of the public test
+
+
+def on_this_keras(question, when_yes, when_no):
+    """The words a message uses for the installed Keras's answer to a claim of the probe."""
+    version = trainable_training.keras_version()
+    words = when_yes if trainable_training.answer(question, version) == "yes" else when_no
+    return f"On your Keras ({version}), {words}"
 
 
 def mistake(id, grade_id, replacements, test, phrase, **kwargs):
@@ -199,6 +207,20 @@ MISTAKES = [
         [(BASE_CALL, "x = base_model(x)")],
         "frozen_base_test",
         "training=None; expected training=False",
+    ),
+    # The message says what training=False does on the learner's Keras, as measured.
+    mistake(
+        "training-false-missing-says-what-keras-does",
+        "alpaca_model",
+        [(BASE_CALL, "x = base_model(x)")],
+        "frozen_base_test",
+        on_this_keras(
+            trainable_training.TRAINING_FALSE_KEEPS_BN,
+            "training=False keeps the BatchNormalization layers of the base model in "
+            "inference mode during fit()",
+            "training=False does not keep the BatchNormalization layers of the base "
+            "model in inference mode during fit() (base_model.trainable = False does)",
+        ),
     ),
     mistake(
         "training-true",
@@ -350,19 +372,35 @@ MISTAKES = [
         "fine_tune_test",
         "keep every BatchNormalization layer",
     ),
+    # Step 1 asks for it; the message says what happens without it on the learner's Keras.
     mistake(
         "base-trainable-missing",
         "fine_tune",
         [("    base_model.trainable = True\n", "")],
         "fine_tune_test",
-        "base_model.trainable is False",
+        on_this_keras(
+            trainable_training.LAYER_TRAINS_IN_FROZEN_MODEL,
+            "the layers you unfroze would train anyway, but base_model.trainable_weights "
+            "would list none of them",
+            "none of the layers you unfroze would train, whatever their own flag",
+        ),
+    ),
+    mistake(
+        "base-trainable-after-loop",
+        "fine_tune",
+        [
+            ("    base_model.trainable = True\n", ""),
+            (FT_LOOP, FT_LOOP + "    base_model.trainable = True\n"),
+        ],
+        "fine_tune_test",
+        "Write base_model.trainable = True before the loop",
     ),
     mistake(
         "not-recompiled",
         "fine_tune",
         [(COMPILE, "\n")],
         "fine_tune_compile_test",
-        "Compile the model again",
+        "Compile the model again inside fine_tune()",
     ),
     mistake(
         "lr-not-tenth",
@@ -434,6 +472,7 @@ MISTAKES = [
 # Correct variants: each must pass every public test of its exercise.
 # --------------------------------------------------------------------------
 
+METRIC_NAME = ('BinaryAccuracy(threshold=0.0, name="accuracy")', "BinaryAccuracy(threshold=0.0)")
 IMPORT_KERAS = ("    ### BEGIN SOLUTION\n", "    ### BEGIN SOLUTION\n    import keras\n")
 
 CORRECT = [
@@ -566,6 +605,8 @@ CORRECT = [
             )
         ],
     ),
+    # Later cells read the metric whatever its name (utils.history_curves()).
+    correct("metric-without-name", "fine_tune", [METRIC_NAME]),
     correct(
         "keyword-call",
         "fine_tune",

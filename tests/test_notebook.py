@@ -3,11 +3,14 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import nbformat
+import numpy as np
 import pytest
 
-from tools import run_notebook
+from tools import build, run_notebook
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,74 @@ def test_report_is_readable(executed):
     controls = sorted(set(re.findall(r"[\x00-\x08\x0b-\x1f]", html)))
     assert not controls, f"control characters in the report: {controls}"
     assert "Epoch 10/10" in html and "val_accuracy" in html
+
+
+# --------------------------------------------------------------------------
+# Outside a hosted course: no photos yet, or photos of other classes
+# --------------------------------------------------------------------------
+
+WITHOUT_PHOTOS = """
+import utils
+from tools import master
+
+namespace = master.solution_namespace()
+for grade_id in master.cells():
+    if grade_id.endswith("_test"):
+        master.run_cells([master.source_of(grade_id)], namespace)
+try:
+    master.run_cells([master.source_of("load_data")], namespace)
+except utils.DatasetError as error:
+    print("load_data:", error)
+"""
+
+
+@pytest.mark.slow
+def test_exercises_and_their_tests_run_without_photos(tmp_path):
+    """With no photos anywhere, do the set-up cell, the exercises and every test cell pass, and does the data cell say why it stops?"""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PHOTOS],
+        capture_output=True,
+        text=True,
+        cwd=build.ROOT,
+        env={**os.environ, "ALPACA_DATASET": str(tmp_path / "no photos")},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    passed = re.findall(r"^(.+): all tests passed\.$", result.stdout, re.M)
+    assert len(passed) == 10, result.stdout  # 5 test cells, each with its hidden call
+    assert "load_data: Dataset folder" in result.stdout, result.stdout
+    assert "does not exist" in result.stdout
+
+
+def photo_folder(root, classes, count=6):
+    """Write ``count`` small random JPEG photos into each class folder of ``root``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            pixels = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.jpg")
+    return root
+
+
+def test_any_two_classes_of_photos_load(tmp_path, monkeypatch):
+    """Does a folder of any two classes load through $ALPACA_DATASET, its folder names as class names?"""
+    import utils
+
+    root = photo_folder(tmp_path / "pets", ("dogs", "cats"))
+    monkeypatch.setenv(utils.DATASET_ENV, str(root))
+    train, validation = utils.load_datasets(image_size=(32, 32), batch_size=4)
+    assert train.class_names == validation.class_names == ["cats", "dogs"]
+    labels = np.concatenate([y.numpy() for _, y in train] + [y.numpy() for _, y in validation])
+    assert sorted(set(labels.tolist())) == [0, 1] and len(labels) == 12
+
+
+def test_three_classes_are_refused(tmp_path):
+    """Is a folder of three classes refused with a message, as the model has one output for two classes?"""
+    import utils
+
+    root = photo_folder(tmp_path / "zoo", ("cats", "dogs", "owls"), count=1)
+    with pytest.raises(utils.DatasetError, match="two classes"):
+        utils.check_dataset(root)

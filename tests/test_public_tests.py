@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import catalogue
+import numpy as np
 import pytest
 
 from grader import artifacts
@@ -160,8 +161,27 @@ def test_other_exceptions_are_wrapped(env):
     message = str(failure.value)
     assert message.startswith("data_augmenter: your code raised NameError:")
     assert "data_augmentaton" in message
-    assert re.search(r"It happened at line \d+ of your code", message), message
+    assert re.search(
+        r"It happened at line \d+ of the cell where you wrote data_augmenter\(\)", message
+    ), message
     assert "NameError" in failure.value.detail  # the full traceback, for %xmode Verbose
+
+
+def test_a_failing_step_names_the_function_and_the_cell():
+    """Does a step of a test that crashes name the learner's function and cell, not tests the learner cannot see?"""
+
+    def crash():
+        raise ValueError("Input 0 of layer 'dense' is incompatible with the layer")
+
+    with pytest.raises(AssertionError) as failure:
+        test_utils.run_check("alpaca_model (frozen base)", "one training step of the model", crash)
+    message = str(failure.value)
+    assert message.startswith(
+        "alpaca_model (frozen base): one training step of the model failed with ValueError:"
+    ), message
+    assert "what your alpaca_model() returned" in message, message
+    assert "the cell where you wrote alpaca_model()" in message, message
+    assert "tests above" not in message, message
 
 
 def test_not_a_function():
@@ -264,3 +284,69 @@ def test_stale_catalogue_entry_is_reported():
     """Does a replacement that no longer matches the solution raise instead of passing silently?"""
     with pytest.raises(AssertionError, match="stale catalogue entry"):
         catalogue.load("fine_tune", [("text that is not in the solution", "x")])
+
+
+# --------------------------------------------------------------------------
+# What the messages say about Keras is what Keras does
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_unfrozen_layers_of_a_frozen_base_model_do_what_the_message_says():
+    """Without base_model.trainable = True, do the unfrozen layers train, and does base_model list them, as the fine_tune_test message says on this Keras?"""
+    import trainable_training
+
+    model, base = test_utils.model_for_fine_tuning()
+    assert base.trainable is False
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= 120 and not test_utils.is_batch_norm(layer)
+    test_utils.compile_for_test(model)
+    before = test_utils.kernels(base)
+    test_utils.fit_step(model, (96, 96))
+    after = test_utils.kernels(base)
+    trained = [i for i in before if not np.array_equal(before[i][1], after[i][1])]
+    answer = trainable_training.answer(trainable_training.LAYER_TRAINS_IN_FROZEN_MODEL)
+    if answer == "yes":  # "would train anyway, but base_model.trainable_weights would list none"
+        assert trained and min(trained) >= 120, trained
+        assert base.trainable_weights == []
+    else:  # "none of the layers you unfroze would train"
+        assert trained == []
+
+
+def test_string_accuracy_reads_the_logit_at_one_half():
+    """Does metrics=["accuracy"] with a logit output count a logit of 0.3 as class 0, as the compile test's message says?"""
+    import keras
+
+    inputs = keras.Input(shape=(1,))
+    model = keras.Model(inputs, inputs)  # outputs its input: the "logit"
+    model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    logits = np.array([[0.3], [0.7]], "float32")
+    labels = np.array([[1.0], [1.0]], "float32")  # both are class 1: logit > 0
+    accuracy = model.evaluate(logits, labels, verbose=0, return_dict=True)["accuracy"]
+    assert accuracy == 0.5  # 0.3 read as class 0, 0.7 as class 1
+
+
+def test_plot_history_joins_any_metric_name():
+    """Does the learning-curve figure join the accuracy of both phases when fine_tune() names its metric otherwise?"""
+    import matplotlib.pyplot as plt
+
+    import utils
+
+    class History:
+        def __init__(self, **history):
+            self.history = history
+
+    frozen = History(accuracy=[0.5, 0.6], val_accuracy=[0.5, 0.7], loss=[1, 0.9], val_loss=[1, 1])
+    fine = History(
+        binary_accuracy=[0.8, 0.9], val_binary_accuracy=[0.8, 0.9], loss=[0.5, 0.4], val_loss=[1, 1]
+    )
+    figure = utils.plot_history(frozen, fine, marker_epoch=2)
+    lines = {line.get_label(): line.get_ydata() for line in figure.axes[0].get_lines()}
+    plt.close(figure)
+    assert list(lines["Training accuracy"]) == [0.5, 0.6, 0.8, 0.9]
+    assert list(lines["Validation accuracy"]) == [0.5, 0.7, 0.8, 0.9]
+    assert utils.history_curves({"acc": [1], "val_acc": [1], "loss": [0]}) == {
+        "accuracy": [1],
+        "val_accuracy": [1],
+        "loss": [0],
+    }

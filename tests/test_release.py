@@ -225,3 +225,128 @@ def test_no_released_file_holds_instructor_documentation(release):
         if phrase.lower() in text.lower()
     ]
     assert not found, found
+
+
+# --------------------------------------------------------------------------
+# What the learner reads is true outside a hosted course too
+# --------------------------------------------------------------------------
+
+LEARNER_README = build.ROOT / "LEARNER_README.md"
+
+
+def learner_markdown() -> str:
+    learner = nbformat.read(build.LEARNER_NOTEBOOK, as_version=4)
+    return "\n".join(c.source for c in learner.cells if c.cell_type == "markdown")
+
+
+def test_learner_notebook_tells_nothing_of_grading_inside():
+    """Does the learner notebook's text keep quiet about how grading works inside?"""
+    text = re.sub(r"\s+", " ", learner_markdown()).lower()
+    found = [w for w in ("autograd", "nbgrader", "hidden test", "sandbox", "checker") if w in text]
+    assert not found, found
+
+
+def pinned_requirements() -> dict[str, str]:
+    """``{name: version}`` of every `name==version` line of requirements.txt for this platform."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (build.ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate():
+            pins[requirement.name] = str(requirement.specifier).removeprefix("==")
+    return pins
+
+
+def test_python_versions_stated_are_those_the_pins_allow():
+    """Do the README and requirements.txt name as oldest Python the newest minimum of the pinned packages?"""
+    from importlib import metadata
+
+    from packaging.specifiers import SpecifierSet
+
+    minimums = {}
+    for name, version in pinned_requirements().items():
+        dist = metadata.distribution(name)
+        assert dist.version == version, f"{name} {dist.version} installed, {version} pinned"
+        requires = SpecifierSet(dist.metadata.get("Requires-Python") or "")
+        minimums[name] = next(
+            (3, minor) for minor in range(0, 30) if requires.contains(f"3.{minor}.0")
+        )
+    oldest = max(minimums.values())
+    assert oldest == (3, 11), minimums  # numpy 2.4.6, keras 3.15.1, ...: Requires-Python >=3.11
+    readme = LEARNER_README.read_text(encoding="utf-8")
+    requirements = (build.ROOT / "requirements.txt").read_text(encoding="utf-8")
+    stated = re.search(r"With Python (3\.\d+), (3\.\d+) or (3\.\d+)", readme)
+    assert stated, "LEARNER_README.md does not say which Python versions to use"
+    assert stated.group(1) == f"3.{oldest[1]}", stated.group(0)
+    assert f"(Python {stated.group(1)} to {stated.group(3)})" in requirements
+    here = f"3.{sys.version_info.minor}"
+    assert here in stated.groups(), f"the tested Python {here} is not among {stated.groups()}"
+
+
+def test_weights_come_from_where_keras_downloads_them():
+    """Are the official file names and addresses those of Keras's own MobileNetV2 code?"""
+    from keras.src.applications import imagenet_utils, mobilenet_v2
+
+    import utils
+
+    assert utils.KERAS_WEIGHTS_URL == mobilenet_v2.BASE_WEIGHT_PATH
+    assert utils.KERAS_CLASS_INDEX_URL == imagenet_utils.CLASS_INDEX_PATH
+    rows = utils.IMG_SIZE[0]
+    assert utils.WEIGHT_FILES[False][1] == (
+        f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{1.0}_{rows}_no_top.h5"
+    )
+    assert utils.WEIGHT_FILES[True][1] == (
+        f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{1.0}_{rows}.h5"
+    )
+
+
+def test_learner_readme_says_where_weights_and_photos_come_from():
+    """Does the learner's README name the official weight files, their address, where to put them offline, and what needs photos?"""
+    import utils
+
+    text = re.sub(r"\s+", " ", LEARNER_README.read_text(encoding="utf-8"))
+    for needed in (
+        utils.WEIGHT_FILES[False][1],
+        utils.WEIGHT_FILES[True][1],
+        utils.CLASS_INDEX_FILE,
+        utils.KERAS_WEIGHTS_URL,
+        utils.KERAS_CLASS_INDEX_URL,
+        "~/.keras/models/",
+        "imagenet_base_model/",
+        utils.WEIGHTS_ENV,
+        utils.DATASET_ENV,
+        "The first cell, the three exercises and their test cells run without them",
+        "Any folder that holds exactly two folders of photos works",
+    ):
+        assert needed in text, needed
+
+
+def test_weights_error_says_where_they_come_from(tmp_path, monkeypatch):
+    """Does the error for missing weights name the official file, its address and where to put it?"""
+    import utils
+
+    monkeypatch.setenv(utils.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(utils.WeightsError) as error:
+        utils.mobilenet_weights()
+    message = str(error.value)
+    official = utils.WEIGHT_FILES[False][1]
+    assert f"{utils.KERAS_WEIGHTS_URL}{official}" in message, message
+    assert "imagenet_base_model" in message and utils.WEIGHTS_ENV in message, message
+    with pytest.raises(utils.WeightsError) as error:
+        utils.imagenet_class_index()
+    assert utils.KERAS_CLASS_INDEX_URL in str(error.value)
+
+
+def test_dataset_error_says_what_needs_photos(tmp_path):
+    """Does the error for missing photos say that any two classes work and what runs without them?"""
+    import utils
+
+    with pytest.raises(utils.DatasetError) as error:
+        utils.check_dataset(tmp_path / "nowhere")
+    message = str(error.value)
+    assert "two folders of photos of any two classes" in message, message
+    assert "the exercises and their test cells run without" in message, message

@@ -10,15 +10,20 @@ three things against each other:
 
 Version-dependent expectations are keyed on the Keras version: on 3.0 to 3.15,
 `fit()` overrides the `training` value recorded in a functional model; from
-3.16 on (keras-team/keras PR #23364, issue #20285) it is honoured. Every test
-uses tiny models and runs in a few seconds.
+3.16 on (keras-team/keras PR #23364, issue #20285) it is honoured, as on Keras 2.
+The Keras 2 column is measured too, by the same probe in a subprocess with
+`TF_USE_LEGACY_KERAS=1` and `tf-keras` (requirements-keras2.txt). Every test uses
+tiny models and runs in a few seconds.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,7 +44,8 @@ NOTEBOOK = (
 )
 DOCS = ROOT / "docs" / "trainable-vs-training.md"
 CLAIMS_HEADER = re.compile(
-    r"^\|\s*Question\s*\|\s*Keras 3\.0 to 3\.15\s*\|\s*Keras 3\.16 and later\s*\|$"
+    r"^\|\s*Question\s*\|\s*Keras 2\s*\|\s*Keras 3\.0 to 3\.15\s*\|"
+    r"\s*Keras 3\.16 and later\s*\|$"
 )
 
 
@@ -59,13 +65,33 @@ def keras(tf):
 def keras_range(keras):
     found = trainable_training.keras_version_range(keras.__version__)
     if found is None:
-        pytest.skip(f"The claims cover Keras 3 only; this is Keras {keras.__version__}.")
+        pytest.skip(f"The claims do not cover Keras {keras.__version__}.")
     return found
 
 
 @pytest.fixture(scope="module")
 def table():
     return trainable_training.probe()
+
+
+def probe_in_subprocess(**env):
+    """Run ``python -m trainable_training --json`` with ``env`` added; return its table."""
+    result = subprocess.run(
+        [sys.executable, "-m", "trainable_training", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def keras2_table():
+    """The probe's table measured on Keras 2: tf-keras, with TF_USE_LEGACY_KERAS=1."""
+    return probe_in_subprocess(TF_USE_LEGACY_KERAS="1")
 
 
 def read_claims_table(text: str) -> dict:
@@ -86,7 +112,7 @@ def read_claims_table(text: str) -> dict:
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert len(cells) == 3, f"claims table row with {len(cells)} cells: {line!r}"
+        assert len(cells) == 4, f"claims table row with {len(cells)} cells: {line!r}"
         question, *answers = cells
         claims[question] = dict(zip(trainable_training.KERAS_RANGES, (a.lower() for a in answers)))
     return claims
@@ -127,12 +153,48 @@ def test_probe_covers_every_combination(table):
             for training in trainable_training.PROBE_TRAINING_VALUES
             for phase in trainable_training.PROBE_PHASES
         }
-    assert len(table["rows"]) == 24
+    cases = [r["case"] for r in trainable_training.probe_rows(table, "nesting")]
+    assert cases == list(trainable_training.NESTING_CASES)
+    assert len(table["rows"]) == 24 + len(cases)
 
 
 def test_claims_hold_on_installed_keras(table, keras_range):
     """Does every answer in trainable_training.CLAIMS for this Keras match the live probe?"""
     assert trainable_training.check_claims(table, keras_range) == []
+
+
+def test_claims_hold_on_keras_2(keras2_table):
+    """Does every answer of the "Keras 2" column match the probe run on tf-keras 2.21?"""
+    assert keras2_table["keras"].startswith("2."), keras2_table["keras"]
+    assert trainable_training.keras_version_range(keras2_table["keras"]) == "2"
+    assert trainable_training.check_claims(keras2_table, "2") == []
+
+
+def test_keras_2_differs_where_the_notebook_says(keras2_table, table):
+    """Are the answers that differ between Keras 2 and this Keras exactly the ones the claims say differ?"""
+    here = trainable_training.keras_version_range(table["keras"])
+    measured = {
+        question
+        for question, _, measure in trainable_training.CLAIMS
+        if measure(keras2_table) != measure(table)
+    }
+    claimed = {
+        question
+        for question, answers, _ in trainable_training.CLAIMS
+        if answers["2"] != answers[here]
+    }
+    assert measured == claimed
+    assert trainable_training.LAYER_TRAINS_IN_FROZEN_MODEL in measured
+
+
+def test_docs_show_the_table_of_keras_2(keras2_table):
+    """Do the docs print the probe's table exactly as tf-keras 2.21 measures it?"""
+    text = DOCS.read_text(encoding="utf-8")
+    printed = trainable_training.format_table(keras2_table)
+    assert printed in text, (
+        "regenerate the Keras 2 table in the docs with "
+        "`TF_USE_LEGACY_KERAS=1 python -m trainable_training`"
+    )
 
 
 def test_notebook_claims_table_is_utils_claims():
@@ -199,7 +261,8 @@ def test_keras_version_ranges():
     assert trainable_training.keras_version_range("3.16.0.dev2026112403") == "3.16 and later"
     assert trainable_training.keras_version_range("3.20.0") == "3.16 and later"
     assert trainable_training.keras_version_range("4.0.0") == "3.16 and later"
-    assert trainable_training.keras_version_range("2.21.0") is None
+    assert trainable_training.keras_version_range("2.21.0") == "2"
+    assert trainable_training.keras_version_range("1.2.2") is None
 
 
 # --------------------------------------------------------------------------
@@ -371,3 +434,131 @@ def test_mobilenet_fine_tuning_bn(keras, keras_range):
     for layer in batch_norms:
         layer.trainable = False
     assert changed_batch_norms() == 0
+
+
+# --------------------------------------------------------------------------
+# Layers inside a model: the facts behind Exercise 3's step 1, measured directly
+# --------------------------------------------------------------------------
+
+
+def test_layer_trains_inside_frozen_model(keras, keras_range):
+    """Does a Dense with trainable=True inside a Sequential with trainable=False train in fit()?
+
+    On Keras 3 it does (the outer model lists its weights in trainable_weights);
+    on Keras 2 it does not (test_claims_hold_on_keras_2 measures that).
+    """
+    inner = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(4)])
+    inputs = keras.Input(shape=(3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inner(inputs)))
+    inner.trainable = False
+    dense = inner.layers[1]
+    dense.trainable = True
+    listed = any(weight is dense.kernel for weight in model.trainable_weights)
+    before = np.array(dense.kernel.numpy())
+    fit_one_step(model, *data(columns=3))
+    trains = not np.array_equal(before, dense.kernel.numpy())
+    expected = trainable_training.answer(trainable_training.LAYER_TRAINS_IN_FROZEN_MODEL)
+    assert (listed and trains) == (expected == "yes")
+    assert inner.trainable_weights == []  # the frozen model itself lists none of them
+
+
+# --------------------------------------------------------------------------
+# The prose says only what the claims say
+# --------------------------------------------------------------------------
+
+LEARNER_TEXTS = [
+    ROOT / "trainable_training.py",
+    ROOT / "public_tests.py",
+    ROOT / "test_utils.py",
+    ROOT / "utils.py",
+    NOTEBOOK,
+    DOCS,
+    ROOT / "LEARNER_README.md",
+]
+# Statements about Keras that the probe measured false (issue 17), in any learner file.
+FALSE_STATEMENTS = [
+    "none of its layers can train",
+    "or none of its layers trains",
+    "keeps its BatchNormalization layers in inference mode",
+    "version of this notebook",
+]
+
+
+@pytest.mark.parametrize("path", LEARNER_TEXTS, ids=lambda p: p.name)
+def test_no_statement_the_probe_contradicts(path):
+    """Does no learner file say what the probe measured false, or tell an unsourced history?"""
+    text = re.sub(r"\s+", " ", path.read_text(encoding="utf-8"))
+    found = [phrase for phrase in FALSE_STATEMENTS if phrase in text]
+    assert not found, found
+
+
+def remember_points() -> list[str]:
+    """The bullet points of the notebook's last section, "What you should remember"."""
+    text = NOTEBOOK.read_text(encoding="utf-8")
+    headings = re.findall(r"^# ## (.+)$", text, re.M)
+    assert headings[-1] == "What you should remember", headings
+    section = text.split("# ## What you should remember", 1)[1]
+    points = re.split(r"^# - ", section, flags=re.M)[1:]
+    return [re.sub(r"\s*\n# ?\s*", " ", point).strip() for point in points]
+
+
+# Each point of "What you should remember" that says what Keras does, with the
+# claims it rests on and the answer it needs on every Keras.
+REMEMBER_CLAIMS = {
+    "`trainable = False` freezes": [
+        ("Does `trainable = False` put BN in inference mode during `fit()`?", "yes"),
+        ("Does `trainable = False` freeze BN's moving statistics, gamma and beta?", "yes"),
+    ],
+    "make the base model trainable": [
+        # Making the base model trainable first works whatever this answer is ...
+        ("Does a change of `trainable` after `fit()` count without `compile()` again?", "no"),
+    ],
+    "`training=False` is a different switch": [],
+}
+
+
+def test_remember_section_is_true_on_every_keras():
+    """Does the notebook end with 3 to 5 points to remember, each true on every Keras of the claims?"""
+    points = remember_points()
+    assert 3 <= len(points) <= 5, points
+    claims = {question: answers for question, answers, _ in trainable_training.CLAIMS}
+    for start, needed in REMEMBER_CLAIMS.items():
+        matching = [point for point in points if start.lower() in point.lower()]
+        assert len(matching) == 1, (start, points)
+        for question, answer in needed:
+            assert set(claims[question].values()) == {answer}, (question, claims[question])
+    # The point that says it depends on the version: it does, in the claims.
+    answers = claims[trainable_training.TRAINING_FALSE_KEEPS_BN]
+    assert len(set(answers.values())) == 2, answers
+    assert any("depends on your Keras version" in point for point in points), points
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_bn_experiment_works_with_any_metric_name(tf, keras):
+    """Does the optional BN experiment run with a fine_tune() whose accuracy metric has no name="accuracy"?"""
+    import catalogue
+
+    fine_tune = catalogue.load("fine_tune", [catalogue.METRIC_NAME])
+
+    def build_model():
+        base = keras.applications.MobileNetV2(
+            input_shape=(32, 32, 3), include_top=False, weights=None
+        )
+        base.trainable = False
+        inputs = keras.Input(shape=(32, 32, 3))
+        x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+        return keras.Model(inputs, keras.layers.Dense(1)(x))
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
+    labels = (np.arange(8) % 2).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(4)
+    results = trainable_training.bn_experiment(
+        build_model, fine_tune, dataset, dataset, head_epochs=1, fine_tune_epochs=1
+    )
+    for label, result in results.items():
+        assert len(result["history"]["val_accuracy"]) == 2, (label, result["history"].keys())
+    import matplotlib.pyplot as plt
+
+    plt.close(trainable_training.plot_bn_experiment(results))

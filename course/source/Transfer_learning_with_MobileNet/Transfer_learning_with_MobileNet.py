@@ -89,6 +89,10 @@ tf.keras.utils.set_random_seed(utils.SEED)
 # `utils.load_datasets()` checks the folder first and then calls
 # `image_dataset_from_directory()` twice, once for each part. Open `utils.py` to
 # read it.
+#
+# No photos yet? `README.md` says where to get them, and how to use any two
+# folders of photos instead. The three exercises and their test cells run
+# without photos; the cells that show, train on or predict photos need them.
 
 # %% nbgrader={"grade": false, "grade_id": "load_data", "locked": true, "schema_version": 3, "solution": false, "task": false}
 train_dataset, validation_dataset = utils.load_datasets()
@@ -202,8 +206,7 @@ for layer in imagenet_model.layers:
 # say about our photos? Its input must be *preprocessed* first:
 # `preprocess_input()` (defined in the first cell, from
 # `tf.keras.applications.mobilenet_v2`) scales pixels from [0, 255] to [-1, 1], the range
-# MobileNetV2 was trained on. (The 2021 version of this notebook forgot this
-# step and got "window screen" for almost every photo.)
+# MobileNetV2 was trained on.
 
 # %%
 images, labels = next(iter(train_dataset))
@@ -328,9 +331,8 @@ model2.compile(
 model2.summary()
 
 # %% [markdown]
-# Train the new classifier for 5 epochs. This takes about 15 seconds. (While
-# the notebook is autograded it trains for 1 epoch on 2 batches only.) Expect a validation
-# accuracy between 0.8 and 0.9: the frozen base already gives good features.
+# Train the new classifier for 5 epochs. This takes about 15 seconds. Expect a
+# validation accuracy between 0.8 and 0.9: the frozen base already gives good features.
 
 # %% nbgrader={"grade": false, "grade_id": "train_frozen", "locked": true, "schema_version": 3, "solution": false, "task": false}
 initial_epochs = utils.epochs(5)
@@ -371,7 +373,8 @@ plt.show()
 # tiny models as in the assignment,
 # `x = base_model(inputs, training=...)`, with one BN or one Dropout layer in
 # the base model. For each value of `trainable` and `training` it runs one step
-# of `fit()` and one `predict()`, and records what happened. It takes about 5
+# of `fit()` and one `predict()`, and records what happened. Its last lines
+# measure `trainable` on layers inside a model, for Exercise 3. It takes about 5
 # seconds.
 
 # %%
@@ -388,7 +391,7 @@ print(trainable_training.format_table(probe))
 # `trainable` are both true.
 #
 # So `base_model.trainable = False` is enough to keep MobileNetV2 exactly as
-# ImageNet trained it, BN included, on every Keras 3 version.
+# ImageNet trained it, BN included, on every Keras version of the table below.
 #
 # ### What `training=False` does
 #
@@ -399,16 +402,18 @@ print(trainable_training.format_table(probe))
 #   replaces the value written when the model was built. `base_model(x,
 #   training=False)` has no effect during `fit()`: BN uses batch statistics and
 #   updates its moving statistics.
-# - **Keras 3.16 and later**: the value written when the model was built is kept
-#   (keras-team/keras pull request #23364). BN stays in inference mode, but its
-#   gamma and beta still train, because `trainable` is `True`.
+# - **Keras 3.16 and later**, and **Keras 2** (the `tf-keras` package, which most
+#   older tutorials and forum answers were written for): the value written when
+#   the model was built is kept (keras-team/keras pull request #23364 brought this
+#   back to Keras 3). BN stays in inference mode, but its gamma and beta still
+#   train, because `trainable` is `True`.
 #
 # Dropout has no weights, so `trainable` changes nothing for it. It drops in
 # `fit()` and not in `predict()`; on Keras 3.0 to 3.15, `training=False` does not
-# turn it off during `fit()`.
+# turn it off during `fit()` (on Keras 2 and 3.16 and later, it does).
 #
-# Data augmentation layers work the other way round: they are active unless told
-# otherwise. A plain call such as `model2(images)` flips and rotates the images.
+# Data augmentation layers work the other way round on Keras 3: they are active
+# unless told otherwise. A plain call such as `model2(images)` flips and rotates the images.
 # `model2.predict(images)` and `model2(images, training=False)` do not.
 
 # %% [markdown]
@@ -428,26 +433,40 @@ print(trainable_training.format_table(probe))
 # Exercise 3 also sets `trainable = False` on every BN layer: this keeps BN in
 # inference mode on every version.
 #
-# One more trap: `base_model.trainable = True` does nothing when it is already
-# `True`. After you freeze some of its layers one by one, setting it to `True`
-# again does not unfreeze them. Exercise 3 sets `trainable` on each layer.
+# ### `trainable` on a model and on its layers
+#
+# In Exercise 3 you set `trainable` on the base model and on each of its layers.
+# The last lines of the table above measure how the two flags combine, on a
+# `Sequential` of two `Dense` layers inside a model:
+#
+# - A layer with `trainable = True` inside a model with `trainable = False`:
+#   Keras 3 trains it, Keras 2 does not. Making the model trainable first, then
+#   setting the flag of each layer, works on both.
+# - `model.trainable = True` when it is already `True`: on Keras 3 it does
+#   nothing, so the layers you froze one by one stay frozen; on Keras 2 it
+#   unfreezes them all. So set the model's flag first and the layers' flags after.
+# - A change of `trainable` after `fit()` counts only once the model is compiled
+#   again, on every version.
 
 # %% [markdown]
 # ### The claims, checked on your Keras
 #
-# Here is everything this section claims. The column "Keras 3.0 to 3.15" was
-# measured on Keras 3.15.1, the column "Keras 3.16 and later" on the development
-# version 3.16. The project's tests compare this table with the probe, so the
-# text and the measurement cannot disagree without a test failing.
+# Here is everything this section claims. The column "Keras 2" was measured on
+# `tf-keras` 2.21 (the Keras 2 of TensorFlow 2.21), the column "Keras 3.0 to
+# 3.15" on Keras 3.15.1 and the column "Keras 3.16 and later" on the development
+# version 3.16, each with the probe above.
 #
-# | Question | Keras 3.0 to 3.15 | Keras 3.16 and later |
-# |---|---|---|
-# | Does `trainable = False` put BN in inference mode during `fit()`? | yes | yes |
-# | Does `trainable = False` freeze BN's moving statistics, gamma and beta? | yes | yes |
-# | Does `training=False` keep BN in inference mode during `fit()`? | no | yes |
-# | Does `training=False` stop BN's gamma and beta from training? | no | no |
-# | Does `trainable` change what Dropout does? | no | no |
-# | Does `training=False` turn Dropout off during `fit()`? | no | yes |
+# | Question | Keras 2 | Keras 3.0 to 3.15 | Keras 3.16 and later |
+# |---|---|---|---|
+# | Does `trainable = False` put BN in inference mode during `fit()`? | yes | yes | yes |
+# | Does `trainable = False` freeze BN's moving statistics, gamma and beta? | yes | yes | yes |
+# | Does `training=False` keep BN in inference mode during `fit()`? | yes | no | yes |
+# | Does `training=False` stop BN's gamma and beta from training? | no | no | no |
+# | Does `trainable` change what Dropout does? | no | no | no |
+# | Does `training=False` turn Dropout off during `fit()`? | yes | no | yes |
+# | Does a layer with `trainable = True` train inside a model with `trainable = False`? | no | yes | yes |
+# | Does `model.trainable = True` unfreeze layers frozen one by one, when it is already `True`? | yes | no | no |
+# | Does a change of `trainable` after `fit()` count without `compile()` again? | no | no | no |
 #
 # The next cell answers each question from the table you measured above, and
 # says which column applies to your Keras.
@@ -471,16 +490,17 @@ print(trainable_training.format_claims(probe))
 # Write `fine_tune(model, fine_tune_at, base_learning_rate)`. The first line,
 # already written, finds the MobileNetV2 layer inside `model`. Then:
 #
-# 1. Make the layers of `base_model` with an index **from `fine_tune_at` on**
-#    trainable (`base_model.layers[fine_tune_at:]`), and every layer before
-#    `fine_tune_at` not trainable. Set `layer.trainable` on *each* layer:
-#    `base_model.trainable = True` does nothing when it is already `True`, so
-#    running the cell twice would keep the first freeze.
+# 1. First write `base_model.trainable = True`: on Keras 2, a layer inside a
+#    model with `trainable = False` never trains, whatever its own flag. Then set
+#    `layer.trainable` on *each* layer of `base_model`: `True` for the layers with
+#    an index **from `fine_tune_at` on** (`base_model.layers[fine_tune_at:]`),
+#    `False` for every layer before `fine_tune_at`. Set each flag, not only the
+#    ones that change: then running the cell twice gives the same model.
 # 2. Keep every `BatchNormalization` layer not trainable, even after
 #    `fine_tune_at`. Find them with `isinstance(layer, tfl.BatchNormalization)`.
 #    (The section above shows why.)
-# 3. Compile `model` again, or the change of `trainable` is not taken into
-#    account: Adam with a learning rate of `base_learning_rate / 10`, the same
+# 3. Compile `model` again, or the change of `trainable` does not count in the
+#    next `fit()`: Adam with a learning rate of `base_learning_rate / 10`, the same
 #    `BinaryCrossentropy(from_logits=True)` loss and the same metric as before,
 #    `tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")` (not the
 #    string `"accuracy"`, which reads the logit at 0.5).
@@ -565,7 +585,7 @@ plt.show()
 # experiment twice before you draw a conclusion.
 #
 # It takes about 90 seconds, so it is off by default. Set `RUN_BN_EXPERIMENT =
-# True` to run it. It never runs while the notebook is autograded.
+# True` to run it.
 
 # %%
 RUN_BN_EXPERIMENT = False
@@ -604,14 +624,19 @@ utils.show_misclassified(val_images, val_labels, val_probabilities, class_names)
 plt.show()
 
 # %% [markdown]
-# ## Conclusion
+# ## What you should remember
 #
 # With 262 photos and about a minute of training on a CPU, you built a classifier
-# that is right about nine times out of ten:
+# that is right about nine times out of ten.
 #
-# - a frozen pretrained base gives good features for free;
-# - data augmentation makes a small dataset go further;
-# - fine-tuning the last layers, with a small learning rate and BatchNormalization
-#   kept frozen, adds the last few points of accuracy;
-# - `trainable` and `training` are two different switches, and what they do
+# - A network pretrained on a large dataset, frozen, gives good features for a
+#   new task: train only a new classifier on top of it.
+# - Data augmentation layers change the photos during `fit()` only, never in
+#   `predict()`: a small dataset goes further.
+# - `trainable = False` freezes a layer's weights and, for BatchNormalization,
+#   keeps it in inference mode, on every Keras version.
+# - To fine-tune, make the base model trainable, unfreeze its last layers one
+#   by one, keep BatchNormalization frozen, and compile again with a smaller
+#   learning rate.
+# - `training=False` is a different switch, and what it does during `fit()`
 #   depends on your Keras version: measure it, do not guess.
