@@ -18,10 +18,12 @@ import grader.course as course  # noqa: E402
 
 # nbgrader runs `alembic`: found beside this Python, also when the environment is not activated.
 course.tools_on_path()
+# nbgrader's own add_submission() makes SQLAlchemy warn "not in session" for every
+# student it grades (the grades are stored all the same): keep the console clean.
+course.quiet_gradebook_warnings()
 
 c.CourseDirectory.course_id = "transfer-learning-mobilenet"
 c.CourseDirectory.root = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-c.CourseDirectory.db_assignments = [dict(name=course.ASSIGNMENT)]
 # The master is written as a jupytext script; only the notebook made from it is released.
 c.CourseDirectory.ignore = [
     ".ipynb_checkpoints",
@@ -69,4 +71,6 @@ c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "grader.feedback.HideHiddenTests",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    # Students receive the feedback HTML only: no timestamp.txt, no grading.json.
+    "grader.feedback_folder.FeedbackHtmlOnly",
 ]

@@ -306,7 +306,8 @@ def connect(workers: int, scheduler: str | None):
                 f"address and the firewall."
             ) from None
         return client, None
-    dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+    # A free port: Dask's default (8787) may be taken by another cluster, and it warns.
+    dashboard = ":0"
     # Dask's statistical profiler samples each worker's stack every 10 ms: CPU taken
     # from the grading, for a profile nobody reads here.
     dask.config.set({"distributed.worker.profile.enabled": False})
@@ -443,7 +444,11 @@ def run(
             for future in done:
                 base = futures[future]
                 try:
-                    result = finish(base, future.result())
+                    graded = future.result()
+                    if graded.get("preflight_failed"):
+                        stop["preflight"] = graded["preflight_failed"]  # nothing merged
+                        break
+                    result = finish(base, graded)
                 except Exception as error:  # noqa: BLE001 -- a bug must not lose the row
                     result = {
                         **base,
@@ -458,8 +463,10 @@ def run(
                 bar.update()
                 if stop["asked"]:
                     break
+            if stop.get("preflight"):
+                break
         bar.close()
-        for future in pending:
+        for future in [*pending, *futures]:
             future.cancel()
     finally:
         signal.signal(signal.SIGINT, previous_handler)
@@ -467,6 +474,8 @@ def run(
             client.close()
         if cluster is not None:
             cluster.close()
+    if stop.get("preflight"):
+        raise SystemExit(stop["preflight"])
     if stop["asked"]:
         raise KeyboardInterrupt
     return [results[sub.student] for sub in found]

@@ -30,7 +30,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import find_all_files
 from traitlets import Bool, Integer
 
-from . import grading
+from . import grading, preflight
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
 from .course import grade_id
 
@@ -90,15 +90,28 @@ class SandboxedExecute(NbGraderPreprocessor):
         master = nbformat.read(os.path.join(source, f"{notebook}.ipynb"), as_version=4)
         return master, find_all_files(source, coursedir.ignore + ["*.ipynb"]), source
 
-    def preprocess(self, nb, resources):
-        info = resources.get("nbgrader", {})
-        master, files, root = self._source(info.get("assignment", ""), info.get("notebook", ""))
-        options = grading.Options(
+    def grading_options(self) -> grading.Options:
+        return grading.Options(
             step_seconds=self.timeout,
             total_seconds=self.total_timeout,
             memory_mb=self.memory_mb,
             sandboxed=self.sandbox,
         )
+
+    def preflight(self, assignment: str, notebook: str) -> None:
+        """Grade the course's own solution in this very configuration (see preflight.py).
+
+        Raises `preflight.PreflightFailed` short of full marks: no student is graded.
+        """
+        master, files, root = self._source(assignment, notebook)
+        preflight.check(master, files, root, self.grading_options())
+
+    def preprocess(self, nb, resources):
+        info = resources.get("nbgrader", {})
+        assignment, notebook = info.get("assignment", ""), info.get("notebook", "")
+        self.preflight(assignment, notebook)
+        master, files, root = self._source(assignment, notebook)
+        options = self.grading_options()
         outcome = grading.grade(nb, master, files, root, options)
         for cell in nb.cells:
             name = grade_id(cell)

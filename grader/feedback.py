@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import List
 
 from .course import HIDDEN_BEGIN, HIDDEN_END
 
@@ -63,6 +64,10 @@ def clean_traceback(traceback: list[str], hidden: list[str], ename: str, evalue:
 
 class HideHiddenTests(NbGraderPreprocessor):
     """Remove hidden tests, and traceback lines quoting them, from feedback notebooks."""
+
+    # Set by nbconvert's HTML exporter for every preprocessor; configurable, so that
+    # nbgrader does not warn that it is "not recognized".
+    display_data_priority = List().tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or HIDDEN_BEGIN not in cell.source:

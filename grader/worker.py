@@ -32,6 +32,7 @@ import time
 
 from .course import ASSIGNMENT, NOTEBOOK, db_url
 from .execute import STATUS_FILE
+from .preflight import PreflightFailed
 
 # The private course of a task lives in memory where it can: it is small, thrown away
 # after the task, and its gradebook's commits then cost no disk flush (SQLite syncs each).
@@ -113,10 +114,8 @@ def _captured_logs():
             logger.removeHandler(handler)
 
 
-def _run_converter(converter_class, folder: pathlib.Path, student: str, overrides: dict) -> bool:
-    """Run an nbgrader converter (Autograde, GenerateFeedback) for one student, in-process."""
-    from nbgrader.converters.base import NbGraderException
-    from nbgrader.coursedir import CourseDirectory
+def _config(folder: pathlib.Path, overrides: dict):
+    """The course's nbgrader config for a private course folder, with the task's options."""
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(folder)).load_config()
@@ -124,6 +123,25 @@ def _run_converter(converter_class, folder: pathlib.Path, student: str, override
     for section, values in overrides.items():
         for key, value in values.items():
             config[section][key] = value
+    return config
+
+
+def preflight(folder: pathlib.Path, overrides: dict) -> None:
+    """Grade the course's solution as nbgrader autograde will (once per configuration).
+
+    Raises `preflight.PreflightFailed`: the client then stops, and records nothing.
+    """
+    from .execute import SandboxedExecute
+
+    SandboxedExecute(config=_config(folder, overrides)).preflight(ASSIGNMENT, NOTEBOOK)
+
+
+def _run_converter(converter_class, folder: pathlib.Path, student: str, overrides: dict) -> bool:
+    """Run an nbgrader converter (Autograde, GenerateFeedback) for one student, in-process."""
+    from nbgrader.converters.base import NbGraderException
+    from nbgrader.coursedir import CourseDirectory
+
+    config = _config(folder, overrides)
     coursedir = CourseDirectory(config=config)
     coursedir.assignment_id = ASSIGNMENT
     coursedir.student_id = student
@@ -190,6 +208,12 @@ def grade_submission(bundle: dict, task: dict) -> dict:
                 "sandbox": options["sandbox"],
             }
         }
+        # Each worker, as it joins, first grades the course's own solution: a worker
+        # set up wrong stops the run instead of grading everyone wrong.
+        try:
+            preflight(folder, overrides)
+        except PreflightFailed as error:  # data, not an exception: no Dask error log
+            return {**result, "preflight_failed": str(error)}
         graded = _run_converter(Autograde, folder, student, overrides)
         autograded = folder / "autograded" / student / ASSIGNMENT
         if not graded or not (autograded / f"{NOTEBOOK}.ipynb").is_file():

@@ -57,6 +57,15 @@ def test_config_grades_in_the_sandbox():
     assert 60 <= config.SandboxedExecute.timeout <= 900
 
 
+def test_nbgrader_commands_print_no_config_warnings(tmp_path):
+    """Does an nbgrader command with the course config run without "not recognized" warnings?"""
+    course = build.copy_course(tmp_path / "course")
+    result = course_module.nbgrader(["db", "assignment", "list"], cwd=course, timeout=120)
+    assert result.returncode == 0, result.stdout
+    assert "not recognized" not in result.stdout, result.stdout
+    assert "Warning" not in result.stdout, result.stdout
+
+
 def test_test_cells_are_read_as_data():
     """Does every test cell of the master hold only public-test calls with literal inputs, hidden ones included?"""
     steps = plan.steps(build.master_notebook())
@@ -411,6 +420,30 @@ def test_feedback_shows_no_hidden_test_code(graded):
     page = (out / "feedback" / "wrong_augmenter.html").read_text(encoding="utf-8")
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     assert error.evalue.splitlines()[0] in text
+
+
+@pytest.mark.slow
+def test_nbgrader_generate_feedback_is_quiet_and_html_only(graded):
+    """Does `nbgrader generate_feedback` warn about nothing, and leave the feedback HTML only?
+
+    (nbgrader copies every file of autograded/ into the feedback: timestamp.txt,
+    grading.json, whatever the student handed in.)
+    """
+    course = graded["course"]
+    autograded = course / "autograded" / "solution" / ASSIGNMENT
+    (autograded / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    result = course_module.nbgrader(["generate_feedback", ASSIGNMENT, "--force"], cwd=course)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "not recognized" not in result.stdout, result.stdout[-3000:]
+    assert "SAWarning" not in result.stdout, result.stdout[-3000:]
+    files = sorted(
+        p.relative_to(course / "feedback").as_posix()
+        for p in (course / "feedback").rglob("*")
+        if not p.is_dir()
+    )
+    assert files, "nbgrader generate_feedback wrote no feedback"
+    assert all(name.endswith(f"/{ASSIGNMENT}/{NOTEBOOK}.html") for name in files), files
+    assert f"solution/{ASSIGNMENT}/{NOTEBOOK}.html" in files
 
 
 @pytest.mark.slow
