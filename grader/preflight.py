@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 
-from . import grading
+from . import grading, kernels
 from .course import grade_cells
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -88,7 +88,7 @@ def key(master, learner_files, root, options: grading.Options) -> str:
 
     bwrap = shutil.which("bwrap")
     parts = {
-        "files": grading.files_digest(learner_files, root),
+        "files": kernels.files_digest(learner_files, root),
         "solution": hashlib.sha256(nbformat.writes(master).encode()).hexdigest(),
         "options": repr(options),
         "dataset": _listing(options.dataset or os.environ.get(DATASET_ENV)),
@@ -97,7 +97,7 @@ def key(master, learner_files, root, options: grading.Options) -> str:
         "grader": _code_digest(),
         "python": sys.executable,
         "bwrap": [bwrap, os.stat(bwrap).st_mtime_ns if bwrap else None],
-        "threads": [os.environ.get(n) for n in grading.INHERITED],
+        "threads": [os.environ.get(n) for n in kernels.INHERITED],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

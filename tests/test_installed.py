@@ -92,8 +92,9 @@ def test_installed_batch_grades_from_any_folder_without_activating(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 15: the sandbox refuses to bind a path under /tmp ('bind destination ... is "
-    "reserved'); remove this mark when grader/sandbox binds such paths",
+    reason="with .venv a link under /tmp (as in a worktree), the student's kernel dies at "
+    "start-up in the sandbox: the preflight stops grading ('kernel died at start-up'); for "
+    "the sandbox's owner (issue 15). Remove this mark when it grades.",
 )
 def test_course_and_environment_under_tmp():
     """Does a checkout under /tmp, its course and its .venv included, grade the solution?"""
