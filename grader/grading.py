@@ -31,8 +31,9 @@ import sys
 import tempfile
 import time
 
-from . import artifacts, kernels, plan, sandbox
+from . import kernels, plan, sandbox
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .inside import artifacts
 from .kernels import ASSIGNMENT, RUNNER
 from .sandbox.watch import Follow
 

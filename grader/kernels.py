@@ -25,7 +25,7 @@ import threading
 
 from .sandbox.warm import WarmParent
 
-HERE = pathlib.Path(__file__).resolve().parent
+INSIDE = pathlib.Path(__file__).resolve().parent / "inside"  # the scripts run inside
 # The folders as the sandboxes see them.
 ASSIGNMENT, RUNNER, WEIGHTS, DATA = "/assignment", "/runner", "/weights", "/data"
 # What the zygotes import once, for every run: TensorFlow and what the set-up cell imports
@@ -67,10 +67,10 @@ def files_digest(files, root) -> str:
 
 
 def runner(folder: pathlib.Path, *scripts: str) -> pathlib.Path:
-    """A folder with copies of some of this package's scripts, to run as plain scripts."""
+    """A folder with copies of some of the scripts that run inside (``grader/inside/``)."""
     folder.mkdir()
     for name in scripts:
-        shutil.copyfile(HERE / name, folder / name)
+        shutil.copyfile(INSIDE / name, folder / name)
     return folder
 
 

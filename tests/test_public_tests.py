@@ -14,7 +14,7 @@ import catalogue
 import numpy as np
 import pytest
 
-from grader import artifacts
+from grader.inside import artifacts
 
 public_tests = pytest.importorskip("public_tests")
 import test_utils  # noqa: E402

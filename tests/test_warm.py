@@ -319,7 +319,7 @@ def test_a_grader_that_is_not_root_runs_each_run_in_namespaces_of_its_own(tmp_pa
     try:
         runner = folder / "runner"
         runner.mkdir(parents=True)
-        shutil.copyfile(sample.ROOT / "grader" / "zygote.py", runner / "zygote.py")
+        shutil.copyfile(sample.ROOT / "grader" / "inside" / "zygote.py", runner / "zygote.py")
         (runner / "probe.py").write_text(PROBE)
         (folder / "as_nobody.py").write_text(AS_NOBODY)
         for path in (folder, runner, *runner.iterdir(), folder / "as_nobody.py"):

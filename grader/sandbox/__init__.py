@@ -12,7 +12,7 @@ One module a concept, as nsjail has one file a kernel mechanism:
 ``watch``      the clocks of a run (wall time, time since the last step)
 ``box``        ``Sandbox``: one command in a new bubblewrap sandbox, watched to its end
 ``warm``       ``WarmParent``: runs forked from a parent that imported TensorFlow once,
-               each in namespaces made for it alone (``grader/zygote.py`` inside)
+               each in namespaces made for it alone (``grader/inside/zygote.py`` inside)
 =============  ===========================================================================
 
 A sandbox (``Sandbox.run``, and the outer sandbox of a warm parent):

@@ -8,7 +8,7 @@ Importing TensorFlow costs about 3 s of CPU. A warm parent pays it once:
     # leaving the block removes the run's folder
 
 One outer bubblewrap sandbox (every wall of ``walls.py``, its cgroup) runs
-``grader/zygote.py``, which imports the entry module and what it needs, and never runs the
+``grader/inside/zygote.py``, which imports the entry module and what it needs, and never runs the
 code of a run. For each run it forks a child that makes new user, pid, mount, IPC, network
 and UTS namespaces, mounts a fresh /proc, binds the run's own folder at /scratch, hides
 everything else that is writable or that could name another run, drops every capability and
