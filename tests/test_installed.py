@@ -90,12 +90,6 @@ def test_installed_batch_grades_from_any_folder_without_activating(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="with .venv a link under /tmp (as in a worktree), the student's kernel dies at "
-    "start-up in the sandbox: the preflight stops grading ('kernel died at start-up'); for "
-    "the sandbox's owner (issue 15). Remove this mark when it grades.",
-)
 def test_course_and_environment_under_tmp():
     """Does a checkout under /tmp, its course and its .venv included, grade the solution?"""
     with tempfile.TemporaryDirectory(prefix="alpaca-checkout-", dir="/tmp") as temp:

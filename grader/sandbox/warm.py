@@ -99,7 +99,8 @@ class WarmParent:
         self.env = env
         self.memory_mb = memory_mb
         inner = {SHM: "/dev/shm"}
-        if walls.tmp_is_scratch(self.readonly.values()):
+        # As the outer sandbox decides: a runtime or course bound below /tmp keeps /tmp.
+        if walls.tmp_is_scratch([*walls.python_runtime_binds().values(), *self.readonly.values()]):
             inner[TMP] = "/tmp"
         self.config = {
             "path": ["/runner", *path],
