@@ -84,6 +84,8 @@ def check_data_augmenter(record, image_shape=IMG_SIZE):
             hint = "Build a tf.keras.Sequential model and add the two layers to it."
         tu.fail(ex, f"returned {found}; expected a tf.keras.Sequential model. {hint}")
     augmenter = tu.rebuild_model(ex, record["model"], "the augmenter")
+    if not isinstance(augmenter, keras.Sequential):
+        tu.fail(ex, f"returned a {type(augmenter).__name__}; expected a tf.keras.Sequential model.")
 
     expected = [("RandomFlip(mode='horizontal')",), ("RandomRotation(factor=0.2)",)]
     got = [(tu.describe(layer),) for layer in augmenter.layers]
@@ -189,6 +191,32 @@ def _what_keras_does(question, when_yes, when_no):
     if others:
         text += f"; on {' and '.join(others)}, it is the other way round"
     return text + ". The notebook measures it in its section 'The claims, checked on your Keras'."
+
+
+def _verify_mobilenet(ex, base_model, input_shape):
+    """Fail unless the base model is Keras's MobileNetV2 layer by layer (not by its name)."""
+    difference = tu.mobilenet_difference(base_model, input_shape)
+    if difference is not None:
+        index, got, want = difference
+        tu.fail(
+            ex,
+            f"the base model is not Keras's MobileNetV2 for input_shape={tuple(input_shape)}: "
+            f"its layer {index} is {got}; expected {want}, with MobileNetV2's configuration "
+            f"and connections. Create it with tf.keras.applications.MobileNetV2("
+            f"input_shape=input_shape, include_top=False, weights=BASE_WEIGHTS) (step 1).",
+        )
+
+
+def _expect_imagenet_weights(ex, base_model):
+    """Fail unless every weight of the base model is the ImageNet weights file's."""
+    ok, layer_name = tu.has_imagenet_weights(base_model)
+    if not ok:
+        tu.fail(
+            ex,
+            f"the base model does not have the ImageNet weights: the weights of its "
+            f"layer {layer_name!r} differ from the weights file. Pass "
+            f"weights=BASE_WEIGHTS to MobileNetV2() (step 1).",
+        )
 
 
 def _expected_rows(image_shape, augmenter_name):
@@ -376,14 +404,8 @@ def check_alpaca_model(record, image_shape=IMG_SIZE, augmenter=TEST_AUGMENTER):
             "the base model has its ImageNet classifier ('predictions' layer); "
             "expected include_top=False (step 1).",
         )
-    ok, layer_name = tu.has_imagenet_weights(base_model)
-    if not ok:
-        tu.fail(
-            ex,
-            f"the base model does not have the ImageNet weights: the kernel of its "
-            f"layer {layer_name!r} differs from the weights file. Pass "
-            f"weights=BASE_WEIGHTS to MobileNetV2() (step 1).",
-        )
+    _verify_mobilenet(ex, base_model, input_shape)
+    _expect_imagenet_weights(ex, base_model)
     tu.passed(ex)
 
 
@@ -393,6 +415,8 @@ def check_frozen_base(record, image_shape=IMG_SIZE):
     image_shape = tuple(image_shape)
     model = _rebuild_alpaca_model(ex, record)
     base_model = _base_model(ex, model)
+    _verify_mobilenet(ex, base_model, image_shape + (3,))
+    _expect_imagenet_weights(ex, base_model)
 
     if base_model.trainable:
         tu.fail(ex, "base_model.trainable is True; expected False. Freeze the base model (step 2).")
@@ -475,7 +499,7 @@ def check_frozen_base(record, image_shape=IMG_SIZE):
 def fine_tune_test(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE):
     """Test Exercise 3: which layers train, and what one training step really changes."""
     record = produce_fine_tune(target, fine_tune_at, base_learning_rate)
-    check_fine_tune(record, fine_tune_at)
+    check_fine_tune(record, fine_tune_at, base_learning_rate)
 
 
 def fine_tune_compile_test(
@@ -503,23 +527,39 @@ def produce_fine_tune(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE
     }
 
 
-def _rebuild_fine_tuned(ex, record):
-    """Rebuild the model fine_tune() was given, as it left it."""
-    if "error" in record or not record["same_model"]:
+def _rebuild_fine_tuned(ex, record, base_learning_rate):
+    """The model the test handed to fine_tune(), with the trainable flags fine_tune() left.
+
+    The model is built here, as the test built it, not from the record: the record
+    gives only what fine_tune() may change (the flags here, the compile settings in
+    `check_fine_tune_compile`).
+    """
+    if "error" in record or record.get("same_model") is not True:
         _expect_model(ex, record, "the model passed in. End with `return model` (step 4).")
         tu.fail(
             ex,
             "returned another model; expected the model passed in, changed and "
             "recompiled (step 4).",
         )
-    model = tu.rebuild_model(ex, record["model"])
-    return model, utils.get_base_model(model)
+    model, base_model = tu.handed_over_model(FINE_TUNE_IMAGE_SHAPE, base_learning_rate)
+    recorded = record.get("model")
+    if isinstance(recorded, dict) and "error" in recorded:
+        tu.rebuild_model(ex, recorded)  # fails: the model could not be saved
+    try:
+        tu.set_trainable(model, recorded.get("trainable") if isinstance(recorded, dict) else None)
+    except ValueError as error:
+        tu.fail(
+            ex,
+            f"the model's trainable flags could not be read ({error}). Change only the "
+            f"trainable flags of the model passed in, then recompile it (steps 1 to 3).",
+        )
+    return model, base_model
 
 
-def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
+def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE):
     """Judge the record of fine_tune(): trainable flags, then one real training step."""
     ex = "fine_tune"
-    model, base_model = _rebuild_fine_tuned(ex, record)
+    model, base_model = _rebuild_fine_tuned(ex, record, base_learning_rate)
     layers = base_model.layers
 
     if not base_model.trainable:
@@ -639,17 +679,26 @@ def check_fine_tune(record, fine_tune_at=FINE_TUNE_AT):
 def check_fine_tune_compile(record, base_learning_rate=BASE_LEARNING_RATE):
     """Judge the record of fine_tune(): the optimizer, loss and metric it compiled with."""
     ex = "fine_tune (compile)"
-    _rebuild_fine_tuned(ex, record)
+    model, _ = _rebuild_fine_tuned(ex, record, base_learning_rate)
     expected_rate = base_learning_rate / 10
-    config = record["compile"] or {}
 
-    if not record["new_optimizer"]:
+    if record.get("new_optimizer") is not True or not record.get("compile"):
         tu.fail(
             ex,
             f"the test gave your fine_tune() a model compiled with Adam(learning_rate="
             f"{base_learning_rate:g}), and after fine_tune() the model still has that "
             f"optimizer; expected a new one. Compile the model again inside fine_tune(), "
             f"after changing `trainable` (step 3).",
+        )
+    # The settings are read back from the model compiled with them, not from the record.
+    try:
+        config = tu.compile_from_record(model, record["compile"])
+    except Exception as error:  # noqa: BLE001 -- settings Keras cannot read back
+        text = (str(error).strip().splitlines() or [""])[0][: tu.MAX_MESSAGE]
+        tu.fail(
+            ex,
+            f"the model's compile settings could not be applied again ({type(error).__name__}: "
+            f"{text}). Compile with Keras's own optimizer, loss and metric (step 3).",
         )
     optimizer = _compiled(config.get("optimizer"))
     if optimizer["class_name"].lower() != "adam":

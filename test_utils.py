@@ -15,6 +15,7 @@ changes the models of your notebook.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import traceback
@@ -332,11 +333,32 @@ def call_and_record(function, args, model_class):
     return record
 
 
+# The modules a model's or a compile configuration's classes may come from. Anything
+# else (keras.config, keras.saving, keras.utils, a module of your own) is refused
+# before Keras reads the configuration.
+KERAS_MODULES = (
+    "keras",
+    "keras.layers",
+    "keras.initializers",
+    "keras.regularizers",
+    "keras.constraints",
+    "keras.activations",
+    "keras.optimizers",
+    "keras.optimizers.schedules",
+    "keras.losses",
+    "keras.metrics",
+    "keras.models",
+)
+KERAS_INTERNAL = ("keras.src.models.", "keras.src.ops.", "keras.src.layers.")
+
+
 def _keras_only(config):
-    """Return the first class of ``config`` that is not a Keras built-in, or None."""
+    """Return the first class of ``config`` that is not a Keras model part, or None."""
     if isinstance(config, dict):
         module = config.get("module")
-        if isinstance(module, str) and not (module == "keras" or module.startswith("keras.")):
+        if isinstance(module, str) and not (
+            module in KERAS_MODULES or module.startswith(KERAS_INTERNAL)
+        ):
             return f"{module}.{config.get('class_name')}"
         if config.get("class_name") in ("Lambda", "__lambda__"):
             return "Lambda"
@@ -358,8 +380,9 @@ REBUILT_KEPT = 4
 
 
 def forget_models():
-    """Drop the models kept by rebuild_model()."""
+    """Drop the models kept by rebuild_model() and handed_over_model()."""
     _rebuilt.clear()
+    _handed_over.clear()
 
 
 def rebuild_model(exercise, record, what="the model"):
@@ -389,13 +412,7 @@ def rebuild_model(exercise, record, what="the model"):
         while len(_rebuilt) > REBUILT_KEPT:
             del _rebuilt[next(iter(_rebuilt))]
         model.set_weights(list(record["weights"]))
-        flags = record["trainable"]
-        layers = layers_in_order(model)
-        if len(flags) != len(layers) + 1:
-            raise ValueError(f"{len(flags)} trainable flags for {len(layers) + 1} layers")
-        model.trainable = flags[0]
-        for layer, flag in zip(layers, flags[1:]):
-            layer.trainable = flag
+        set_trainable(model, record["trainable"])
     except Exception as error:  # noqa: BLE001 -- any damaged record
         text = (str(error).strip().splitlines() or [""])[0][:MAX_MESSAGE]
         fail(
@@ -404,6 +421,18 @@ def rebuild_model(exercise, record, what="the model"):
             f"{text}). Build it only from Keras layers, as the instructions do.",
         )
     return model
+
+
+def set_trainable(model, flags):
+    """Set the trainable flags of ``model`` and of every layer in it, as `model_record()` lists them."""
+    layers = layers_in_order(model)
+    if not isinstance(flags, list) or not all(isinstance(flag, bool) for flag in flags):
+        raise ValueError("the trainable flags are not a list of True/False")
+    if len(flags) != len(layers) + 1:
+        raise ValueError(f"{len(flags)} trainable flags for {len(layers) + 1} layers")
+    model.trainable = flags[0]
+    for layer, flag in zip(layers, flags[1:]):
+        layer.trainable = flag
 
 
 def learner_error(exercise, error):
@@ -474,34 +503,137 @@ def run_check(exercise, what, function, *args, **kwargs):
 # --------------------------------------------------------------------------
 
 
-@functools.cache
-def reference_kernels():
-    """Return ``{layer name: kernel}`` for a few convolutions of the ImageNet weights file.
+# MobileNetV2's architecture (see architecture()), by input shape, computed once each.
+_references = {}
 
-    Read straight from the Keras HDF5 weights file, once per process.
+
+def reference_architecture(input_shape):
+    """The architecture of Keras's own MobileNetV2 (include_top=False) for ``input_shape``."""
+    import keras
+
+    input_shape = tuple(int(d) for d in input_shape)
+    if input_shape not in _references:
+        model = keras.applications.MobileNetV2(
+            input_shape=input_shape, include_top=False, weights=None
+        )
+        _references[input_shape] = architecture(model)
+    return _references[input_shape]
+
+
+def architecture(model):
+    """The layers of a functional model as data: ``[(type, config, inputs), ...]``.
+
+    Each layer's configuration without its name and trainable flag (the tests check
+    flags apart), and its calls, with each input named by the position of the layer
+    it comes from. So names, the model's, the input layer's and any layer's, do
+    not count; types, configurations and connections do.
+    """
+    config = model.get_config()
+    layers = config.get("layers", [])
+    position = {layer.get("name"): i for i, layer in enumerate(layers)}
+
+    def connect(value):
+        if isinstance(value, dict):
+            if value.get("class_name") == "__keras_tensor__":
+                history = list(value.get("config", {}).get("keras_history") or [None])
+                return ["<tensor of layer>", position.get(history[0], "?")] + history[1:]
+            return {k: connect(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [connect(v) for v in value]
+        return value
+
+    rows = []
+    for layer in layers:
+        inner = {k: v for k, v in layer.get("config", {}).items() if k not in ("name", "trainable")}
+        rows.append(
+            (
+                layer.get("class_name"),
+                layer.get("module"),
+                inner,
+                connect(layer.get("inbound_nodes")),
+            )
+        )
+    for ends in ("input_layers", "output_layers"):
+        found = config.get(ends) or []
+        if found and not isinstance(found[0], (list, tuple)):
+            found = [found]
+        rows.append((ends, None, [[position.get(e[0], "?"), *e[1:]] for e in found], None))
+    return rows
+
+
+def mobilenet_difference(base_model, input_shape):
+    """Compare ``base_model`` with Keras's MobileNetV2, layer by layer.
+
+    Returns None when every layer has the type, the configuration and the inputs of
+    MobileNetV2's (include_top=False, for ``input_shape``), else ``(index, got, expected)``
+    describing the first layer that differs.
+    """
+    import keras
+
+    if not isinstance(base_model, keras.Model) or not hasattr(base_model, "get_config"):
+        return 0, type(base_model).__name__, "Functional"
+    try:
+        got = architecture(base_model)
+    except Exception:  # noqa: BLE001 -- not a functional model
+        return 0, type(base_model).__name__, "a functional model"
+    expected = reference_architecture(input_shape)
+    for index in range(max(len(got), len(expected))):
+        if index >= len(got):
+            return index, "nothing", expected[index][0]
+        if index >= len(expected):
+            return index, got[index][0], "nothing"
+        if got[index] != expected[index]:
+            return index, got[index][0], expected[index][0]
+    return None
+
+
+def _digest(array):
+    array = np.ascontiguousarray(array)
+    header = f"{array.dtype.str}{array.shape}".encode()
+    return hashlib.sha256(header + array.tobytes()).hexdigest()
+
+
+@functools.cache
+def imagenet_digests():
+    """SHA-256 of every weight of MobileNetV2 (include_top=False) in the ImageNet weights file.
+
+    Read with h5py from the file of ``utils.mobilenet_weights()``, once per process, in
+    the order Keras loads them (layer by layer, each layer's weights in order): the
+    order of ``base_model.weights``. The weights do not depend on the image size.
     """
     import h5py
 
-    names = ("Conv1", "Conv_1")
-    kernels = {}
+    digests = []
     with h5py.File(utils.mobilenet_weights(include_top=False), "r") as weights:
-        for name in names:
-            kernels[name] = np.array(
-                weights[name][name]["kernel:0" if "kernel:0" in weights[name][name] else "kernel"]
-            )
-    return kernels
+        for layer in weights.attrs["layer_names"]:
+            group = weights[_text(layer)]
+            for name in group.attrs.get("weight_names", []):
+                path = _text(name).removesuffix(":0")
+                digests.append((path, _digest(np.asarray(group[_text(name)]))))
+    return tuple(digests)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def has_imagenet_weights(base_model):
-    """Return ``(True, None)`` or ``(False, layer name)`` for the first kernel that differs."""
-    for name, kernel in reference_kernels().items():
-        try:
-            layer = base_model.get_layer(name)
-        except ValueError:
-            return False, name
-        value = layer.kernel.numpy()
-        if value.shape != kernel.shape or not np.allclose(value, kernel, rtol=0, atol=1e-6):
-            return False, name
+    """Return ``(True, None)``, or ``(False, layer name)`` for the first weight that differs.
+
+    Every weight of the base model (kernels, biases, BatchNormalization statistics) is
+    compared with the ImageNet weights file, by its SHA-256 digest.
+    """
+    import keras
+
+    reference = imagenet_digests()
+    weights = base_model.weights
+    for index, (path, digest) in enumerate(reference):
+        if index >= len(weights):
+            return False, path.split("/")[0]
+        if _digest(keras.ops.convert_to_numpy(weights[index])) != digest:
+            return False, path.split("/")[0]
+    if len(weights) != len(reference):
+        return False, weights[len(reference)].path.split("/")[0]
     return True, None
 
 
@@ -598,6 +730,60 @@ def model_for_fine_tuning(image_shape=(96, 96), base_learning_rate=utils.BASE_LE
     compile_for_test(model, base_learning_rate)
     model.run_eagerly = False
     return model, base_model
+
+
+# The model handed to fine_tune(), by image shape: (model, its base, weights, trainable flags).
+_handed_over = {}
+
+
+def handed_over_model(image_shape=(96, 96), base_learning_rate=utils.BASE_LEARNING_RATE):
+    """The model `model_for_fine_tuning()` hands to fine_tune(), as it is handed over.
+
+    Built once per image shape; each call sets its weights, trainable flags and
+    compile settings back to those of a fresh one. Returns ``(model, base_model)``.
+    """
+    key = tuple(image_shape)
+    if key not in _handed_over:
+        model, base_model = model_for_fine_tuning(image_shape, base_learning_rate)
+        flags = [bool(model.trainable)] + [
+            bool(layer.trainable) for layer in layers_in_order(model)
+        ]
+        _handed_over[key] = (model, base_model, model.get_weights(), flags)
+    model, base_model, weights, flags = _handed_over[key]
+    model.set_weights(weights)
+    set_trainable(model, flags)
+    compile_for_test(model, base_learning_rate)
+    model.run_eagerly = False
+    return model, base_model
+
+
+# What compile() takes that fine_tune() is asked to set.
+COMPILE_ARGUMENTS = ("optimizer", "loss", "metrics")
+
+
+def compile_from_record(model, config):
+    """Compile ``model`` with the compile configuration recorded after fine_tune().
+
+    Only the optimizer, the loss and the metrics are applied; their classes must be
+    Keras's own and are read in safe mode. Returns the model's compile configuration
+    as Keras gives it back afterwards, which is what the tests read.
+    """
+    import keras
+
+    if not isinstance(config, dict):
+        raise ValueError("the compile settings are not a dictionary")
+    foreign = _keras_only(config)
+    if foreign:
+        raise ValueError(f"{foreign} is not a Keras built-in")
+    arguments = {
+        name: keras.saving.deserialize_keras_object(config[name], safe_mode=True)
+        for name in COMPILE_ARGUMENTS
+        if config.get(name) is not None
+    }
+    if "optimizer" not in arguments:
+        raise ValueError("no optimizer in the compile settings")
+    model.compile(**arguments, run_eagerly=True)
+    return json.loads(json.dumps(model.get_compile_config(), default=str))
 
 
 def augmenter(spec):

@@ -1242,3 +1242,143 @@ def clean_up(roots) -> list[str]:
 
 def python_sources(notebook) -> list[str]:
     return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+
+
+# --------------------------------------------------------------------------------------
+# Forged records (issue 18): the answers stay stubs; the first answer cell replaces the
+# produce half of each public test, so that the driver writes records the attacker made
+# up. tests/test_hostile_input.py runs them.
+# --------------------------------------------------------------------------------------
+
+FORGE_RECORDS = r'''
+import h5py as _atk_h5
+import keras as _atk_k
+import numpy as _atk_np
+import public_tests as _atk_pt
+import test_utils as _atk_tu
+import utils as _atk_u
+
+_ATK_VARIANT = __VARIANT__
+_ATK_TOTAL = 2_257_984  # the non-trainable parameters the frozen test expects
+
+
+def _atk_imagenet(name):
+    with _atk_h5.File(_atk_u.mobilenet_weights(), "r") as weights:
+        group = weights[name][name]
+        return _atk_np.array(group["kernel:0" if "kernel:0" in group else "kernel"])
+
+
+def _atk_fake_base(h, w):
+    """7 layers named like MobileNetV2, two ImageNet kernels, filler to the parameter total."""
+    inputs = _atk_k.Input((h, w, 3))
+    x = _atk_k.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="Conv1")(inputs)
+    x = _atk_k.layers.Conv2D(320, 1, strides=16, padding="same", use_bias=False, name="block_16_project")(x)
+    x = _atk_k.layers.Conv2D(1280, 1, use_bias=False, name="Conv_1")(x)
+    for units in (391, 800, 1280):  # 1280*391 + 391*800 + 800*1280 fills the total exactly
+        x = _atk_k.layers.Dense(units, use_bias=False)(x)
+    base = _atk_k.Model(inputs, x, name=f"mobilenetv2_1.00_{h}")
+    base.get_layer("Conv1").set_weights([_atk_imagenet("Conv1")])
+    base.get_layer("Conv_1").set_weights([_atk_imagenet("Conv_1")])
+    return base
+
+
+def _atk_renamed_base(h, w):
+    """A chain of cheap layers, each carrying the name of MobileNetV2's layer at its place."""
+    real = _atk_k.applications.MobileNetV2(input_shape=(h, w, 3), include_top=False, weights=None)
+    names = [layer.name for layer in real.layers][1:]
+    inputs = _atk_k.Input((h, w, 3))
+    x = _atk_k.layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="Conv1")(inputs)
+    x = _atk_k.layers.Conv2D(1280, 1, strides=16, padding="same", use_bias=False, name="filler")(x)
+    for name in names[1:]:
+        x = _atk_k.layers.Identity(name=name)(x)
+    base = _atk_k.Model(inputs, x, name=real.name)
+    base.get_layer("Conv1").set_weights([_atk_imagenet("Conv1")])
+    return base
+
+
+def _atk_partial_base(h, w):
+    """The real architecture, random weights but for the two kernels the old test compared."""
+    base = _atk_k.applications.MobileNetV2(input_shape=(h, w, 3), include_top=False, weights=None)
+    base.get_layer("Conv1").set_weights([_atk_imagenet("Conv1")])
+    base.get_layer("Conv_1").set_weights([_atk_imagenet("Conv_1")])
+    return base
+
+
+def _atk_alpaca(image_shape, augmenter):
+    h, w = image_shape
+    base = {"fake_base": _atk_fake_base, "renamed_layers": _atk_renamed_base,
+            "partial_weights": _atk_partial_base}[_ATK_VARIANT](h, w)
+    base.trainable = False
+    inputs = _atk_k.Input((h, w, 3))
+    x = _atk_tu.augmenter(augmenter)(inputs)
+    x = _atk_k.applications.mobilenet_v2.preprocess_input(x)
+    x = base(x, training=False)
+    x = _atk_k.layers.GlobalAveragePooling2D()(x)
+    x = _atk_k.layers.Dropout(0.2)(x)
+    outputs = _atk_k.layers.Dense(1)(x)
+    return _atk_k.Model(inputs, outputs)
+
+
+_ATK_RETURNED = {"type": "Functional", "none": False, "sequence_length": None, "is_layer": True,
+                 "is_model": True, "is_sequential": False, "callable": True, "name": None}
+
+
+def _atk_produce_alpaca(target, image_shape=(160, 160), augmenter=_atk_pt.TEST_AUGMENTER):
+    if _ATK_VARIANT == "claims":
+        return {"returned": dict(_ATK_RETURNED)}  # a model claimed, none given
+    return {"returned": dict(_ATK_RETURNED),
+            "model": _atk_tu.model_record(_atk_alpaca(tuple(image_shape), augmenter))}
+
+
+def _atk_produce_augmenter(target):
+    claimed = dict(_ATK_RETURNED, type="Sequential", is_sequential=True)
+    if _ATK_VARIANT == "claims":
+        return {"returned": claimed}
+    tiny = _atk_k.Sequential([_atk_k.Input((4,)), _atk_k.layers.Dense(1)], name="x")
+    return {"returned": claimed, "model": _atk_tu.model_record(tiny)}
+
+
+_ATK_COMPILE = {  # what a correct fine_tune() compiles, written by hand
+    "optimizer": {"module": "keras.optimizers", "class_name": "Adam",
+                  "config": {"name": "adam", "learning_rate": 0.0001}, "registered_name": None},
+    "loss": {"module": "keras.losses", "class_name": "BinaryCrossentropy",
+             "config": {"name": "binary_crossentropy", "from_logits": True}, "registered_name": None},
+    "metrics": [{"module": "keras.metrics", "class_name": "BinaryAccuracy",
+                 "config": {"name": "accuracy", "threshold": 0.0}, "registered_name": None}],
+}
+
+
+def _atk_produce_fine_tune(target, fine_tune_at=120, base_learning_rate=0.001):
+    compiled = {k: (dict(v, config=dict(v["config"], learning_rate=base_learning_rate / 10))
+                    if k == "optimizer" else v) for k, v in _ATK_COMPILE.items()}
+    record = {"returned": dict(_ATK_RETURNED), "same_model": True, "new_optimizer": True,
+              "compile": compiled}
+    if _ATK_VARIANT != "claims":
+        # A small model of its own, with a "mobilenetv2" layer, stands for the one handed over.
+        inner = _atk_k.Sequential([_atk_k.Input((4,)), _atk_k.layers.Dense(2)], name="mobilenetv2_x")
+        inputs = _atk_k.Input((4,))
+        model = _atk_k.Model(inputs, _atk_k.layers.Dense(1)(inner(inputs)))
+        record["model"] = _atk_tu.model_record(model)
+    return record
+
+
+for _atk_name, _atk_forged in (
+    ("data_augmenter_test", _atk_produce_augmenter),
+    ("alpaca_model_test", _atk_produce_alpaca),
+    ("frozen_base_test", _atk_produce_alpaca),
+    ("fine_tune_test", _atk_produce_fine_tune),
+    ("fine_tune_compile_test", _atk_produce_fine_tune),
+):
+    _atk_pt.TESTS[_atk_name] = (_atk_forged, _atk_pt.TESTS[_atk_name][1])
+'''
+FORGED_VARIANTS = ("fake_base", "renamed_layers", "partial_weights", "claims")
+
+
+def forge_records_code(variant: str) -> str:
+    """The attack code of one forged-record variant (see FORGED_VARIANTS)."""
+    return FORGE_RECORDS.replace("__VARIANT__", repr(variant))
+
+
+def forge_records(release, variant):
+    """Stubs left as released; the first answer cell makes the driver write forged records."""
+    return _prepend(release, ANSWERS[0], forge_records_code(variant))
