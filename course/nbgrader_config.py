@@ -53,6 +53,7 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
+    "grader.feedback.SanitizeStudentContent",
 ]
 # Limits of one submission. Grading runs the set-up and answer cells only (about 15 s
 # for a correct notebook on 2 busy cores); a cell that runs longer than the timeout is
@@ -70,7 +71,14 @@ c.OverwriteCells.add_missing_cells = True
 c.GenerateFeedback.preprocessors = [
     "nbgrader.preprocessors.GetGrades",
     "grader.feedback.HideHiddenTests",
+    "grader.feedback.SanitizeStudentContent",
     "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
     # Students receive the feedback HTML only: no timestamp.txt, no grading.json.
     "grader.feedback_folder.FeedbackHtmlOnly",
 ]
+
+# --- What a student wrote is hostile input ------------------------------------------
+# The autograded notebook (what the formgrader shows) and the feedback keep the student's
+# markdown and outputs only cleaned by nbconvert's sanitizer (SanitizeStudentContent above);
+# HTML outputs are cleaned again when rendered.
+c.HTMLExporter.sanitize_html = True

@@ -235,6 +235,10 @@ def merge(result: dict, sub, course: pathlib.Path, out: pathlib.Path) -> dict:
         for grade in notebook.grades:
             grade.auto_score = result["points"].get(grade.name, 0.0)
             grade.needs_manual_grade = False
+            # Every cell is the grader's: a regrade undoes any override (a script in a
+            # submission opened in the formgrader could have set one).
+            grade.manual_score = None
+            grade.extra_credit = None
         for comment in notebook.comments:
             comment.auto_comment = result["comments"].get(comment.name)
         # Flag in the formgrader the students who need a look.

@@ -6,3 +6,10 @@ CELL_TIMEOUT = 300
 SUBMISSION_TIMEOUT = 900
 # Resident memory (MiB) of one submission's sandbox, all its processes together.
 MEMORY_LIMIT_MB = 6144
+
+# Feedback of one submission is rendered in a process of its own (grader/feedback.py):
+# seconds and address space (MiB) it may use, and the largest autograded notebook (MiB)
+# it renders. Past any of them the student gets a short plain feedback; the grade stands.
+FEEDBACK_SECONDS = 20
+FEEDBACK_MEMORY_MB = 2048
+FEEDBACK_MAX_NOTEBOOK_MB = 8

@@ -1,21 +1,44 @@
-"""Feedback without the hidden tests' code (nbgrader shows it: jupyter/nbgrader#917).
+"""Feedback: without the hidden tests' code, bounded, and safe to open.
 
 `HideHiddenTests` is an nbgrader preprocessor, set in the course's
-``c.GenerateFeedback.preprocessors``. In each code cell it replaces every
-``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` block with one comment, and
-in each error output it drops the traceback frames that quote a hidden line. The
-error's last line ("AssertionError: alpaca_model: ...") is always kept, so the
-learner still reads what is wrong.
+``c.GenerateFeedback.preprocessors`` (nbgrader shows the hidden tests' code:
+jupyter/nbgrader#917). In each code cell it replaces every ``### BEGIN HIDDEN
+TESTS`` ... ``### END HIDDEN TESTS`` block with one comment, and in each error
+output it drops the traceback frames that quote a hidden line. The error's last
+line ("AssertionError: alpaca_model: ...") is always kept, so the learner still
+reads what is wrong.
+
+`SanitizeStudentContent` is set in the course's autograde and feedback
+preprocessors: the markdown a student wrote, and any HTML, SVG, JavaScript or
+Markdown output, are cleaned with nbconvert's own sanitizer (bleach) before an
+instructor's browser or a feedback file shows them. The locked cells, restored
+from the master by nbgrader, are left as they are.
+
+`generate()` renders one student's feedback in a process of its own, with a time
+and a memory limit (``grader.config``): the markdown a student hands over is
+hostile input too (a 330 KB markdown cell can take minutes to render). A notebook
+too large or too slow to render gets a short plain feedback that says so, with its
+points; the grade stands.
+
+    python -m grader.feedback COURSE_FOLDER STUDENT     (what generate() runs)
 """
 
 from __future__ import annotations
 
+import html
+import os
+import pathlib
 import re
+import resource
+import signal
+import subprocess
+import sys
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List
 
-from .course import HIDDEN_BEGIN, HIDDEN_END
+from .config import FEEDBACK_MAX_NOTEBOOK_MB, FEEDBACK_MEMORY_MB, FEEDBACK_SECONDS
+from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK, nbgrader_meta
 
 PLACEHOLDER = "# Hidden tests ran here. Their code is not shown; their messages are below."
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -84,3 +107,136 @@ class HideHiddenTests(NbGraderPreprocessor):
                     line for line in output.text.split("\n") if not any(h in line for h in hidden)
                 )
         return cell, resources
+
+
+# --------------------------------------------------------------------------------------
+# What a student wrote, cleaned before anyone's browser shows it
+# --------------------------------------------------------------------------------------
+
+# Output types a browser would run or render as markup; cleaned, or dropped (JavaScript).
+MARKUP_OUTPUTS = ("text/html", "image/svg+xml", "text/markdown")
+SCRIPT_OUTPUTS = ("application/javascript", "text/javascript")
+
+
+# A link to a script (markdown's own [text](javascript:...) needs no tag), however spelled.
+_SCRIPT_SCHEME = re.compile(
+    r"(javascript|vbscript|data)(\s|&#0*9;?|&tab;)*(:|&#0*58;?|&#x0*3a;?|&colon;)", re.I
+)
+
+
+def clean(text: str) -> str:
+    """Return ``text`` with every tag, attribute and link a browser could run made inert."""
+    from nbconvert.filters import clean_html
+
+    return _SCRIPT_SCHEME.sub(r"blocked-\1-", clean_html(text))
+
+
+class SanitizeStudentContent(NbGraderPreprocessor):
+    """Clean the markdown cells a student may have written and every markup output."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "markdown" and not nbgrader_meta(cell).get("locked"):
+            if "<" in cell.source or _SCRIPT_SCHEME.search(cell.source):
+                cell.source = clean(cell.source)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for kind in SCRIPT_OUTPUTS:
+                data.pop(kind, None)
+            for kind in MARKUP_OUTPUTS:
+                if kind in data:
+                    value = data[kind]
+                    text = "".join(value) if isinstance(value, list) else str(value)
+                    data[kind] = clean(text)
+        for name in list(cell.get("attachments", {})):
+            for kind in list(cell.attachments[name]):
+                if kind in MARKUP_OUTPUTS + SCRIPT_OUTPUTS:
+                    del cell.attachments[name][kind]
+        return cell, resources
+
+
+# --------------------------------------------------------------------------------------
+# Rendering one student's feedback with a time and a memory limit
+# --------------------------------------------------------------------------------------
+
+
+def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, str | None]:
+    """Render ``student``'s feedback from the autograded notebook in the course ``folder``.
+
+    Returns ``(html, None)``, or ``(plain html, why)`` when the notebook is too large
+    or its rendering runs out of time or memory.
+    """
+    folder = pathlib.Path(folder)
+    notebook = folder / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    target = folder / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
+    size = notebook.stat().st_size if notebook.is_file() else 0
+    if size > FEEDBACK_MAX_NOTEBOOK_MB * 2**20:
+        why = f"the notebook is larger than {FEEDBACK_MAX_NOTEBOOK_MB} MB"
+        return plain_feedback(student, points, comments, why), why
+    process = subprocess.Popen(
+        [sys.executable, "-m", "grader.feedback", str(folder.resolve()), student],
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: a kill reaches all of it
+    )
+    try:
+        output, _ = process.communicate(timeout=FEEDBACK_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        why = f"rendering it took longer than {FEEDBACK_SECONDS} s"
+        return plain_feedback(student, points, comments, why), why
+    if process.returncode == 0 and target.is_file():
+        return target.read_text(encoding="utf-8"), None
+    text = output.decode("utf-8", "replace")
+    if "MemoryError" in text or process.returncode < 0:
+        why = f"rendering it needed more than {FEEDBACK_MEMORY_MB} MB"
+    else:
+        why = f"it could not be rendered ({(text.strip().splitlines() or ['no output'])[-1][:200]})"
+    return plain_feedback(student, points, comments, why), why
+
+
+def plain_feedback(student: str, points: dict, comments: dict, why: str) -> str:
+    """A short feedback page of plain text: the points of each test cell and why it is short."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{score:g}</td>"
+        f"<td><pre>{html.escape(comments.get(name, '') or '')}</pre></td></tr>"
+        for name, score in points.items()
+    )
+    total = sum(points.values())
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>Feedback: {html.escape(ASSIGNMENT)}</title></head><body>"
+        f"<h1>Feedback: {html.escape(ASSIGNMENT)} ({html.escape(student)})</h1>"
+        f"<p>Your notebook is not shown here: {html.escape(why)}. Your grade stands: "
+        f"<b>{total:g}</b> points.</p>"
+        f"<table><tr><th>test cell</th><th>points</th><th>comment</th></tr>{rows}</table>"
+        "</body></html>\n"
+    )
+
+
+def _render(folder: str, student: str) -> None:
+    """Run nbgrader's GenerateFeedback for one student of the course in ``folder``."""
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=folder).load_config()
+    config.CourseDirectory.root = folder
+    coursedir = CourseDirectory(config=config)
+    coursedir.assignment_id = ASSIGNMENT
+    coursedir.student_id = student
+    converter = GenerateFeedback(coursedir=coursedir, config=config)
+    converter.force = True
+    os.chdir(folder)
+    converter.start()
+
+
+def main() -> None:
+    limit = FEEDBACK_MEMORY_MB * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _render(sys.argv[1], sys.argv[2])
+
+
+if __name__ == "__main__":
+    main()

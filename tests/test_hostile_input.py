@@ -16,7 +16,9 @@ reaches Keras's global settings, a record too slow to check.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
 import time
@@ -337,3 +339,283 @@ def test_checks_cannot_change_keras_settings(tmp_path, monkeypatch):
     assert verdict["passed"]
     assert checker.keras_settings() == before
     assert keras.config.floatx() == "float32"
+
+
+# --------------------------------------------------------------------------------------
+# One batch: forgers, a markdown bomb, a script in markdown, and correct classmates
+# --------------------------------------------------------------------------------------
+
+# The markdown bomb of issue 18: an unmatched LaTeX environment, repeated (about 360 KB).
+BOMB = "\\begin{equation} " * 21_000
+SCRIPT = (
+    '<script>fetch("/formgrader/api/grades").then(r => document.title = "pwned")</script>\n\n'
+    '<img src="x" onerror="document.title=\'pwned\'">\n\n'
+    "[click me](javascript:document.title='pwned')\n"
+)
+
+
+SCRIPT_RAISED = "raise ValueError(\"<script>document.title='pwned'</script>\")"
+
+
+def with_markdown(notebook, text):
+    import nbformat
+
+    notebook = nbformat.from_dict(json.loads(nbformat.writes(notebook)))
+    notebook.cells.append(nbformat.v4.new_markdown_cell(text))
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade forgers, a markdown bomb, a script in markdown and correct classmates in one batch."""
+    import csv
+
+    import sample
+
+    from grader import batch
+
+    sample.environment()
+    tmp = tmp_path_factory.mktemp("hostile")
+    course = sample.make_course(tmp / "course")
+    release = sample.release_notebook(course)
+    solution = sample.solution_notebook(course)
+    handed_in = {
+        "a0_ok": solution,
+        "a1_forge_fake_base": attacks.forge_records(release, "fake_base"),
+        "a2_forge_partial_weights": attacks.forge_records(release, "partial_weights"),
+        "a3_bomb": with_markdown(solution, BOMB),
+        "a4_script": with_markdown(solution, SCRIPT),
+        "a5_ok": solution,
+        # Exercise 3 raises an error whose message is a script: it reaches the outputs.
+        "a6_script_output": sample.replace_in(
+            solution, "fine_tune", "base_model = utils.get_base_model(model)", SCRIPT_RAISED
+        ),
+    }
+    folder = tmp / "submissions"
+    for student, notebook in handed_in.items():
+        sample.write_submission(folder, student, notebook)
+    out = tmp / "out"
+    started = time.monotonic()
+    batch.run(folder, course, workers=1, out=out, progress=False)
+    seconds = time.monotonic() - started
+    with open(out / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["student"]: row for row in csv.DictReader(handle)}
+    print(f"\nhostile batch: {seconds:.0f} s")
+    for student, row in rows.items():
+        print(f"{student:26} {row['total']:>4} {row['seconds']:>6} s  {row['status'][:60]}")
+    return {"course": course, "out": out, "rows": rows, "seconds": seconds}
+
+
+@pytest.mark.slow
+def test_batch_grades_everyone_on_their_own_merits(graded):
+    """Do forgers get 0/13, and the bomb, the script writer and the classmates 13/13, in grades.csv and in the gradebook?"""
+    from nbgrader.api import Gradebook
+    from sample import TOTAL
+
+    expected = {
+        "a0_ok": TOTAL,
+        "a1_forge_fake_base": 0,
+        "a2_forge_partial_weights": 0,
+        "a3_bomb": TOTAL,
+        "a4_script": TOTAL,
+        "a5_ok": TOTAL,
+        "a6_script_output": TOTAL - 5,  # fine_tune_test (3) and fine_tune_compile_test (2)
+    }
+    totals = {student: float(row["total"]) for student, row in graded["rows"].items()}
+    assert totals == expected
+    with Gradebook(f"sqlite:///{graded['course'] / 'gradebook.db'}") as gradebook:
+        stored = {
+            s.student_id: float(s.score)
+            for s in gradebook.assignment_submissions("Transfer_learning_with_MobileNet")
+        }
+    assert stored == expected
+
+
+@pytest.mark.slow
+def test_markdown_bomb_gets_plain_feedback_quickly(graded):
+    """Does the markdown bomb get a short plain feedback that says why, within the feedback time limit of its own row?"""
+    from grader.config import FEEDBACK_SECONDS
+
+    page = (graded["out"] / "feedback" / "a3_bomb.html").read_text()
+    assert "Your notebook is not shown here: rendering it took longer than" in page
+    assert len(page) < 10_000
+    rows = graded["rows"]
+    others = max(float(rows[s]["seconds"]) for s in ("a0_ok", "a4_script", "a5_ok"))
+    assert float(rows["a3_bomb"]["seconds"]) < others + FEEDBACK_SECONDS + 15
+
+
+@pytest.mark.slow
+def test_script_in_markdown_is_inert_in_feedback_and_formgrader_notebook(graded):
+    """Is the student's <script>, onerror and javascript: link inert in the feedback and in the autograded notebook the formgrader shows?"""
+    from grader.course import ASSIGNMENT, NOTEBOOK
+
+    autograded = graded["course"] / "autograded" / "a4_script" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    for page in (
+        (graded["out"] / "feedback" / "a4_script.html").read_text(),
+        autograded.read_text(),
+    ):
+        assert "fetch(" in page  # the student's text is still there, as text
+        assert "<script>fetch" not in page
+        assert re.search(r"<img[^>]*onerror", page) is None
+        assert "(javascript:" not in page and 'href="javascript:' not in page
+
+
+@pytest.mark.slow
+def test_script_in_an_output_is_inert(graded):
+    """Is a script in an error message (an output of the test cells) shown as text in the feedback?"""
+    page = (graded["out"] / "feedback" / "a6_script_output.html").read_text()
+    assert "document.title=" in page
+    assert "<script>document.title" not in page
+
+
+# --------------------------------------------------------------------------------------
+# The formgrader, opened in Debian's Chromium
+# --------------------------------------------------------------------------------------
+
+FORMGRADER_CONFIG = """\
+c.ServerApp.ip = "127.0.0.1"
+c.ServerApp.port = {port}
+c.ServerApp.root_dir = {root!r}
+c.ServerApp.allow_root = True
+c.ServerApp.open_browser = False
+c.IdentityProvider.token = ""
+c.ServerApp.password = ""
+c.ServerApp.jpserver_extensions = {{"nbgrader.server_extensions.formgrader": True}}
+"""
+
+
+@pytest.fixture(scope="module")
+def formgrader(graded, tmp_path_factory):
+    """The formgrader (jupyter server with nbgrader's extension) on the graded course; its URL.
+
+    A small fixture of this file: tests/formgrader.py (issue 16) had not landed when it
+    was written.
+    """
+    import contextlib
+    import socket
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("formgrader")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (home / "config").mkdir()
+    (home / "config" / "jupyter_server_config.py").write_text(
+        FORMGRADER_CONFIG.format(port=port, root=str(graded["course"]))
+    )
+    env = dict(
+        os.environ,
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    log = home / "server.log"
+    with open(log, "w") as handle:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "server"],
+            cwd=graded["course"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the formgrader exited ({server.returncode}):\n{log.read_text()}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/formgrader", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the formgrader did not answer in 120 s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def submission_id(course: pathlib.Path, student: str) -> str:
+    from nbgrader.api import Gradebook
+
+    from grader.course import ASSIGNMENT, NOTEBOOK
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student).id
+
+
+@pytest.mark.slow
+def test_formgrader_pages_run_no_student_script(graded, formgrader):
+    """Opened in the formgrader in Chromium, do the script in markdown and the one in an output stay text, send nothing, and leave every grade of `nbgrader export` as graded?"""
+    import csv
+
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    from grader.course import nbgrader
+
+    sent = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("request", lambda request: sent.append((request.method, request.url)))
+            for student in ("a4_script", "a6_script_output"):
+                page.goto(
+                    f"{formgrader}/formgrader/submissions/{submission_id(graded['course'], student)}/"
+                )
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(1000)
+                assert page.title() != "pwned", student
+                text = page.inner_text("body")
+                assert "document.title" in text, student  # shown, as text
+        finally:
+            browser.close()
+    writes = [(method, url) for method, url in sent if method not in ("GET", "HEAD")]
+    assert writes == []
+    result = nbgrader(["export", "--to", str(graded["out"] / "export.csv")], cwd=graded["course"])
+    assert result.returncode == 0, result.stdout
+    with open(graded["out"] / "export.csv", newline="", encoding="utf-8") as handle:
+        exported = {row["student_id"]: float(row["score"]) for row in csv.DictReader(handle)}
+    graded_totals = {s: float(row["total"]) for s, row in graded["rows"].items()}
+    assert exported == graded_totals
+
+
+def test_sanitizer_cleans_what_a_student_wrote_and_keeps_locked_cells():
+    """Does SanitizeStudentContent make scripts, handlers and javascript: links inert in student markdown and outputs, and leave locked cells and plain text alone?"""
+    import nbformat
+
+    from grader.feedback import SanitizeStudentContent
+
+    locked = nbformat.v4.new_markdown_cell("<b>course</b> text")
+    locked.metadata["nbgrader"] = {"locked": True, "grade_id": "intro"}
+    plain = nbformat.v4.new_markdown_cell("# A title\n\nplain **markdown**, $a^2$")
+    code = nbformat.v4.new_code_cell("x")
+    code.outputs = [
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "text/html": "<p>ok</p><script>alert(1)</script>",
+                "application/javascript": "alert(2)",
+                "image/svg+xml": '<svg onload="alert(3)"></svg>',
+                "text/plain": "<script>alert(4)</script>",
+            },
+        )
+    ]
+    notebook = nbformat.v4.new_notebook(
+        cells=[locked, plain, nbformat.v4.new_markdown_cell(SCRIPT), code]
+    )
+    notebook, _ = SanitizeStudentContent().preprocess(notebook, {})
+    assert notebook.cells[0].source == "<b>course</b> text"
+    assert notebook.cells[1].source == "# A title\n\nplain **markdown**, $a^2$"
+    student = notebook.cells[2].source
+    assert "<script>" not in student and "&lt;script&gt;" in student
+    assert re.search(r"<img[^>]*onerror", student) is None
+    assert "(javascript:" not in student
+    data = notebook.cells[3].outputs[0].data
+    assert "<script>" not in data["text/html"] and "ok" in data["text/html"]
+    assert "application/javascript" not in data
+    assert "<svg" not in data["image/svg+xml"]  # escaped: inert
+    assert data["text/plain"] == "<script>alert(4)</script>"  # shown as text, escaped by nbconvert
