@@ -486,7 +486,7 @@ c.ServerApp.jpserver_extensions = {{"nbgrader.server_extensions.formgrader": Tru
 
 @pytest.fixture(scope="module")
 def formgrader(graded, tmp_path_factory):
-    """The formgrader (jupyter server with nbgrader's extension) on the graded course; its URL.
+    """The formgrader (jupyter server with nbgrader's extension) on the graded course: URL, log.
 
     A small fixture of this file: tests/formgrader.py (issue 16) had not landed when it
     was written.
@@ -531,7 +531,7 @@ def formgrader(graded, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"the formgrader did not answer in 120 s:\n{log.read_text()}")
             time.sleep(0.5)
-        yield url
+        yield {"url": url, "log": log}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -564,13 +564,14 @@ def test_formgrader_pages_run_no_student_script(graded, formgrader):
             page.on("request", lambda request: sent.append((request.method, request.url)))
             for student in ("a4_script", "a6_script_output"):
                 page.goto(
-                    f"{formgrader}/formgrader/submissions/{submission_id(graded['course'], student)}/"
+                    f"{formgrader['url']}/formgrader/submissions/{submission_id(graded['course'], student)}/"
                 )
                 page.wait_for_load_state("networkidle")
                 page.wait_for_timeout(1000)
                 assert page.title() != "pwned", student
                 text = page.inner_text("body")
-                assert "document.title" in text, student  # shown, as text
+                # Shown, as text (and not an error page: the server log says why).
+                assert "document.title" in text, (student, formgrader["log"].read_text()[-3000:])
         finally:
             browser.close()
     writes = [(method, url) for method, url in sent if method not in ("GET", "HEAD")]
@@ -619,3 +620,34 @@ def test_sanitizer_cleans_what_a_student_wrote_and_keeps_locked_cells():
     assert "application/javascript" not in data
     assert "<svg" not in data["image/svg+xml"]  # escaped: inert
     assert data["text/plain"] == "<script>alert(4)</script>"  # shown as text, escaped by nbconvert
+
+
+@pytest.mark.slow
+def test_formgrader_test_sees_a_live_script(graded, formgrader):
+    """Control: with the student's markdown left unsanitized, does the same page run its script (so the test above can fail)?"""
+    import nbformat
+    from playwright.sync_api import sync_playwright
+    from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+    from grader.course import ASSIGNMENT, NOTEBOOK
+
+    path = graded["course"] / "autograded" / "a5_ok" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    kept = path.read_text()
+    notebook = nbformat.reads(kept, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell(SCRIPT))  # as handed in, not cleaned
+    path.write_text(nbformat.writes(notebook))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(
+                    f"{formgrader['url']}/formgrader/submissions/{submission_id(graded['course'], 'a5_ok')}/"
+                )
+                page.wait_for_load_state("networkidle")
+                page.wait_for_timeout(1000)
+                assert page.title() == "pwned"
+            finally:
+                browser.close()
+    finally:
+        path.write_text(kept)
