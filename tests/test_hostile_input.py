@@ -5,8 +5,8 @@ where the student's code runs, so an attacker can write any record it likes. The
 tests forge records the way a clever student would (tests/attacks.py, FORGE_RECORDS:
 the answer stubs stay, the produce halves of the public tests are replaced), write
 them with the driver's own ``artifacts.dump``, and hand them to the real checker
-(``grader/checker.py --serve``, the warm checker's program), followed by the
-records of a correct classmate. Each forged call must fail, with a message that
+(``grader/checker.py``, run as the grader runs it), and the records of a correct
+classmate. Each forged call must fail, with a message that
 says what is wrong; the classmate must pass every call.
 
 Other hostile records: a ``.npz`` whose header declares 2^40 floats, a record that
@@ -65,44 +65,43 @@ produce(os.path.join(request["out"], "classmate"), solution)
 """
 
 
-def run_checker(records: pathlib.Path, students: list[str], work: pathlib.Path, extra=None):
-    """Judge each student's records with the warm checker's program; return {student: verdicts}."""
-    inbox = work / "inbox"
-    inbox.mkdir()
-    config = {
+def check_records(records: pathlib.Path, calls: list[dict], result: pathlib.Path, **extra):
+    """Run the checker program on one submission's records, as the grader does; its verdicts."""
+    request = {
         "runner": str(GRADER),
         "assignment": str(ROOT),
-        "workdir": str(work),
-        "inbox": str(inbox),
-        "requests": len(students),
+        "workdir": str(result.parent),
+        "records": str(records),
+        "result": str(result),
+        "calls": calls,
+        **extra,
     }
-    for number, student in enumerate(students, 1):
-        request = {
-            "records": str(records / student),
-            "calls": [
-                {"record": str(i), "missing": "", "test": test, "kwargs": kwargs}
-                for i, (test, kwargs) in enumerate(CALLS)
-            ],
-            "result": str(work / f"{student}.verdicts.json"),
-            **(extra or {}),
-        }
-        (inbox / f"{number}.request.json").write_text(json.dumps(request))
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-I", str(GRADER / "checker.py"), "--serve"],
-        input=json.dumps(config),
+    run = subprocess.run(
+        [sys.executable, "-I", str(GRADER / "checker.py")],
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         timeout=900,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    verdicts = {s: json.loads((work / f"{s}.verdicts.json").read_text()) for s in students}
-    return verdicts, time.monotonic() - started
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+def run_checker(records: pathlib.Path, students: list[str], work: pathlib.Path):
+    """Judge each student's records in a run of the checker of its own: {student: verdicts}."""
+    calls = [
+        {"record": str(i), "missing": "", "test": test, "kwargs": kwargs}
+        for i, (test, kwargs) in enumerate(CALLS)
+    ]
+    return {
+        student: check_records(records / student, calls, work / f"{student}.verdicts.json")
+        for student in students
+    }
 
 
 @pytest.fixture(scope="module")
 def forged(tmp_path_factory):
-    """The records of each forging attacker and of a correct classmate, judged in one checker."""
+    """The records of each forging attacker and of a correct classmate, each judged in a run of the checker of its own."""
     work = tmp_path_factory.mktemp("forged")
     records = work / "records"
     records.mkdir()
@@ -126,8 +125,7 @@ def forged(tmp_path_factory):
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    verdicts, _ = run_checker(records, [*students, "classmate"], work)
-    return verdicts
+    return run_checker(records, [*students, "classmate"], work)
 
 
 # The message that each forgery must meet, by test.
@@ -172,7 +170,7 @@ def test_forged_records_get_nothing(forged, variant):
 
 @pytest.mark.slow
 def test_classmate_after_forgers_passes(forged):
-    """Does a correct classmate judged by the same warm checker after the forgers pass every call?"""
+    """Do the records of a correct classmate, judged like the forgers', pass every call?"""
     verdicts = forged["classmate"]
     failed = [(CALLS[i], v["message"][:300]) for i, v in enumerate(verdicts) if not v["passed"]]
     assert failed == []
@@ -221,7 +219,7 @@ def test_arrays_round_trip(tmp_path):
         assert got.dtype == want.dtype and np.array_equal(got, want)
 
 
-def slow_record(folder: pathlib.Path) -> None:
+def slow_record(folder: pathlib.Path, stem: str = "0") -> None:
     """A data_augmenter record whose model has 20,000 layers: quick to forge, slow to rebuild.
 
     (Keras 3.15 rebuilds 2,000 such layers in 2.1 s and 5,000 in 7.2 s, here.)
@@ -246,16 +244,15 @@ def slow_record(folder: pathlib.Path) -> None:
         "returned": {"is_sequential": True},
         "model": {"config": json.dumps(config), "weights": [], "trainable": [True] * 20_001},
     }
-    artifacts.dump(record, str(folder / "0"))
+    artifacts.dump(record, str(folder / stem))
 
 
 @pytest.mark.slow
 def test_checker_bounds_slow_and_global_records(tmp_path):
-    """Does the checker cut a slow record at its check time limit, refuse a record that reaches keras.config, and judge the next submission with Keras's settings intact?"""
+    """Does the checker cut a slow record at its check time limit, then judge the next record, and refuse one that reaches keras.config?"""
     records = tmp_path / "records"
-    (records / "slow").mkdir(parents=True)
-    slow_record(records / "slow")
-    (records / "settings").mkdir()
+    records.mkdir()
+    slow_record(records)  # record 0
     config = {
         "module": "keras",
         "class_name": "Sequential",
@@ -281,36 +278,17 @@ def test_checker_bounds_slow_and_global_records(tmp_path):
         "returned": {"is_sequential": True},
         "model": {"config": json.dumps(config), "weights": [], "trainable": [True, True]},
     }
-    artifacts.dump(record, str(records / "settings" / "0"))
-    work = tmp_path / "work"
-    work.mkdir()
-    inbox = work / "inbox"
-    inbox.mkdir()
-    calls = [{"record": "0", "missing": "", "test": "data_augmenter_test", "kwargs": {}}]
-    for number, student in enumerate(("slow", "settings"), 1):
-        request = {
-            "records": str(records / student),
-            "calls": calls,
-            "result": str(work / f"{student}.json"),
-            "check_seconds": 5,
-        }
-        (inbox / f"{number}.request.json").write_text(json.dumps(request))
-    serve = {"runner": str(GRADER), "assignment": str(ROOT), "workdir": str(work)}
+    artifacts.dump(record, str(records / "1"))
+    calls = [
+        {"record": str(n), "missing": "", "test": "data_augmenter_test", "kwargs": {}}
+        for n in (0, 1)
+    ]
     started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-I", str(GRADER / "checker.py"), "--serve"],
-        input=json.dumps({**serve, "inbox": str(inbox), "requests": 2}),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    slow, settings = check_records(records, calls, tmp_path / "verdicts.json", check_seconds=5)
     seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-3000:]
-    slow = json.loads((work / "slow.json").read_text())[0]
     assert not slow["passed"]
     assert "within 5 s" in slow["message"], slow["message"]
     assert seconds < 120, f"the checker took {seconds:.0f} s"
-    settings = json.loads((work / "settings.json").read_text())[0]
     assert not settings["passed"]
     assert "keras.config.set_floatx is not a Keras built-in layer" in settings["message"]
 
