@@ -32,14 +32,15 @@ claim                  how the checker treats it
                        ``keras.config``, nothing of the student's). Everything the
                        tests then read (layers, shapes, the ``training=False`` of
                        the base call, parameter counts) is read from the rebuilt
-                       model, and one real training step is run on it.
+                       model; the frozen-base test runs one real training step
+                       on it.
 base model             compared with Keras's own MobileNetV2 built here for the
                        expected input shape, layer by layer: type, configuration
                        and connections, not names.
 ``model.weights``      set on the rebuilt model (shapes must fit). The base
                        model's weights, all of them, are compared with the
-                       ImageNet weights file by SHA-256 digest (computed here
-                       from ``$ALPACA_WEIGHTS_DIR`` once per process).
+                       ImageNet weights file by SHA-256 digest (read here with
+                       h5py from ``$ALPACA_WEIGHTS_DIR``, once per process).
 ``model.trainable``    a list of True/False, one per layer of the rebuilt model,
                        set on it; then judged by the flags and a training step.
 fine-tuned model       not rebuilt from the record: the check builds the model
