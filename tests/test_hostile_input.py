@@ -5,7 +5,7 @@ where the student's code runs, so an attacker can write any record it likes. The
 tests forge records the way a clever student would (tests/attacks.py, FORGE_RECORDS:
 the answer stubs stay, the produce halves of the public tests are replaced), write
 them with the driver's own ``artifacts.dump``, and hand them to the real checker
-(``grader/checker.py``, run as the grader runs it), and the records of a correct
+(``grader/inside/checker.py``, run as the grader runs it), and the records of a correct
 classmate. Each forged call must fail, with a message that
 says what is wrong; the classmate must pass every call.
 
@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 from catalogue import PUBLIC_CALLS
 
-from grader import artifacts
+from grader.inside import artifacts
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-GRADER = ROOT / "grader"
+INSIDE = ROOT / "grader" / "inside"  # the scripts that run in the sandboxes
 
 # Every call of the master's test cells, hidden ones included: (test, kwargs).
 CALLS = [call for calls in PUBLIC_CALLS.values() for call in calls]
@@ -68,7 +68,7 @@ produce(os.path.join(request["out"], "classmate"), solution)
 def check_records(records: pathlib.Path, calls: list[dict], result: pathlib.Path, **extra):
     """Run the checker program on one submission's records, as the grader does; its verdicts."""
     request = {
-        "runner": str(GRADER),
+        "runner": str(INSIDE),
         "assignment": str(ROOT),
         "workdir": str(result.parent),
         "records": str(records),
@@ -77,7 +77,7 @@ def check_records(records: pathlib.Path, calls: list[dict], result: pathlib.Path
         **extra,
     }
     run = subprocess.run(
-        [sys.executable, "-I", str(GRADER / "checker.py")],
+        [sys.executable, "-I", str(INSIDE / "checker.py")],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -108,7 +108,7 @@ def forged(tmp_path_factory):
     students = [f"forge_{variant}" for variant in attacks.FORGED_VARIANTS]
     request = {
         "root": str(ROOT),
-        "grader": str(GRADER),
+        "grader": str(INSIDE),
         "out": str(records),
         "calls": CALLS,
         "attacks": {
@@ -299,7 +299,7 @@ def test_checks_cannot_change_keras_settings(tmp_path, monkeypatch):
 
     import keras
 
-    from grader import checker
+    from grader.inside import checker
 
     def meddling_check(record):
         keras.config.set_floatx("float16")
