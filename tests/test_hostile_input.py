@@ -381,7 +381,7 @@ def graded(tmp_path_factory):
     print(f"\nhostile batch: {seconds:.0f} s")
     for student, row in rows.items():
         print(f"{student:26} {row['total']:>4} {row['seconds']:>6} s  {row['status'][:60]}")
-    return {"course": course, "out": out, "rows": rows, "seconds": seconds}
+    return {"course": course, "out": out, "rows": rows, "seconds": seconds, "folder": folder}
 
 
 @pytest.mark.slow
@@ -629,3 +629,30 @@ def test_formgrader_test_sees_a_live_script(graded, formgrader):
                 browser.close()
     finally:
         path.write_text(kept)
+
+
+@pytest.mark.slow
+def test_regrade_undoes_scores_a_script_could_set(graded, tmp_path):
+    """After scores are set as the formgrader's API lets a script set them, does `grader.batch --force` put back the grader's own?"""
+    import shutil
+
+    from nbgrader.api import Gradebook
+
+    from grader import batch
+    from grader.course import ASSIGNMENT, NOTEBOOK
+
+    student = "a1_forge_fake_base"
+    url = f"sqlite:///{graded['course'] / 'gradebook.db'}"
+    with Gradebook(url) as gradebook:  # what a script calling the formgrader's API can do
+        for grade in gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student).grades:
+            grade.manual_score = grade.max_score
+            grade.extra_credit = 1.0
+        gradebook.db.commit()
+        assert gradebook.find_submission(ASSIGNMENT, student).score == 18
+    again = tmp_path / "again"
+    shutil.copytree(graded["folder"] / student, again / student)
+    batch.run(again, graded["course"], workers=1, force=True, out=tmp_path / "out", progress=False)
+    with Gradebook(url) as gradebook:
+        notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+        assert [(g.manual_score, g.extra_credit) for g in notebook.grades] == [(None, None)] * 5
+        assert gradebook.find_submission(ASSIGNMENT, student).score == 0
