@@ -1059,9 +1059,14 @@ def forge(release, scope):
     return _prepend(release, "data_augmenter", toolkit(scope) + FORGE)
 
 
+def _first_and_last(release, scope, code):
+    """The attack before the first answer and again before the last (the state differs)."""
+    notebook = _prepend(release, "data_augmenter", toolkit(scope) + code)
+    return _prepend(notebook, "fine_tune", code)
+
+
 def kill_parent(release, scope):
-    notebook = _prepend(release, "data_augmenter", toolkit(scope) + KILL_PARENT)
-    return _prepend(notebook, "fine_tune", KILL_PARENT)
+    return _first_and_last(release, scope, KILL_PARENT)
 
 
 def linger(release, scope):
@@ -1073,8 +1078,7 @@ def stop_parent(release, scope):
 
 
 def reach_others(release, scope):
-    notebook = _prepend(release, "data_augmenter", toolkit(scope) + REACH_OTHERS)
-    return _prepend(notebook, "fine_tune", REACH_OTHERS)
+    return _first_and_last(release, scope, REACH_OTHERS)
 
 
 def thief(release, scope):
