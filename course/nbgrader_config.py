@@ -51,6 +51,8 @@ c.Autograde.autograde_preprocessors = [
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "nbgrader.preprocessors.SaveAutoGrades",
+    # A run that did not finish normally is flagged, with a comment on the cell it broke.
+    "grader.execute.FlagUnfinished",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
     "grader.feedback.SanitizeStudentContent",

@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 
 import nbformat
 from nbformat.v4 import new_output
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import find_all_files
-from traitlets import Bool, Integer
+from traitlets import Bool, Integer, List
 
-from . import grading, preflight
+from . import grading, plan, preflight
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
 from .course import grade_id
 
@@ -44,6 +45,20 @@ def error_output(message: str, ename: str = "AssertionError"):
     return new_output(
         "error", ename=ename, evalue=message, traceback=[f"{RED}{ename}{PLAIN}: {first}", *rest]
     )
+
+
+COULD_NOT_RUN = ("the test could not run", "the test's record is unusable")
+
+
+def plain_sentence(message: str) -> str:
+    """A failure the run caused (not the code): one plain sentence, with what still counts."""
+    first, *rest = message.split("\n")
+    if first.startswith(COULD_NOT_RUN):
+        first = (
+            f"This test cell could not run: {first.split(': ', 1)[-1].rstrip('.')}. "
+            f"It scores 0; every other test cell was graded as usual."
+        )
+    return "\n".join([first, *rest])
 
 
 def test_cell_outputs(verdicts: list[dict]) -> list:
@@ -60,7 +75,7 @@ def test_cell_outputs(verdicts: list[dict]) -> list:
             if printed:
                 outputs.append(new_output("stream", name="stdout", text=printed))
             prefix = "Hidden test: " if verdict["hidden"] else ""
-            outputs.append(error_output(prefix + verdict["message"]))
+            outputs.append(error_output(prefix + plain_sentence(verdict["message"])))
             return outputs
     if printed:
         outputs.append(new_output("stream", name="stdout", text=printed))
@@ -121,6 +136,12 @@ class SandboxedExecute(NbGraderPreprocessor):
                 cell.outputs = test_cell_outputs(outcome.verdicts[name])
             elif name in outcome.cell_errors:
                 cell.outputs = [error_output(outcome.cell_errors[name], "CellError")]
+        # The errors of the cells the student added, on those cells.
+        for name, error in outcome.cell_errors.items():
+            number = plan.own_cell_number(name)
+            if number and number <= len(nb.cells) and nb.cells[number - 1].cell_type == "code":
+                nb.cells[number - 1].outputs = [error_output(error, "CellError")]
+        resources.setdefault("grader", {})["problems"] = list(outcome.problems)
         unconfined = "" if self.sandbox else " (NO SANDBOX)"
         self.log.info("Graded in %.1f s: %s%s", outcome.seconds, outcome.status, unconfined)
         self._write_status(resources, outcome)
@@ -145,3 +166,35 @@ class SandboxedExecute(NbGraderPreprocessor):
                 "peak_mb": outcome.peak_mb,
             }
             (folder / STATUS_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+class FlagUnfinished(NbGraderPreprocessor):
+    """Flag in the gradebook a submission whose run did not finish normally.
+
+    Set after ``SaveAutoGrades`` in the course config: the formgrader then shows the
+    flag on the submission (Manual Grading), and each answer cell named in a problem
+    gets the problem as its comment. `SandboxedExecute` leaves the problems in the
+    resources; a run that finished normally changes nothing.
+    """
+
+    display_data_priority = List().tag(config=True)  # set by nbconvert's exporters
+
+    def preprocess(self, nb, resources):
+        from nbgrader.api import Gradebook
+
+        problems = resources.get("grader", {}).get("problems")
+        info = resources.get("nbgrader", {})
+        if not problems or not info.get("student"):
+            return nb, resources
+        with Gradebook(info["db_url"]) as gradebook:
+            notebook = gradebook.find_submission_notebook(
+                info["notebook"], info["assignment"], info["student"]
+            )
+            notebook.flagged = True
+            for comment in notebook.comments:
+                said = [p for p in problems if re.search(rf"cell {re.escape(comment.name)}\b", p)]
+                if said:
+                    comment.auto_comment = "Grading: " + "; ".join(said)
+            gradebook.db.commit()
+        self.log.warning("Flagged for review: %s", "; ".join(problems))
+        return nb, resources

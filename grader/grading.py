@@ -33,7 +33,7 @@ import time
 
 from . import kernels, plan, sandbox
 from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
-from .inside import artifacts
+from .inside import artifacts, driver
 from .kernels import ASSIGNMENT, RUNNER
 from .sandbox.watch import Follow
 
@@ -41,6 +41,10 @@ RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, a
 # checker's run finds their copies
 # Times the student's run is started again after a step that crashed or hung.
 RESTARTS = 3
+# Seconds a step may outlive its time limit after the driver interrupted it (as
+# nbgrader interrupts a cell) before the host kills the sandbox: only a kernel that
+# ignores the interrupt is killed.
+INTERRUPT_GRACE = 15
 # The checker's own limits: it runs the course's code only, on records of bounded size.
 CHECKER_LIMITS = sandbox.Limits(
     wall_seconds=600, step_seconds=None, memory_mb=kernels.CHECKER_MB, scratch_mb=256
@@ -188,6 +192,7 @@ def _run_student(steps, work, options, deadline, problems, parent, root=""):
             "workdir": f"{root}{sandbox.SCRATCH}/work",
             "records": root + RECORDS,
             "skip": sorted(done | broken),
+            "cell_seconds": options.step_seconds,
             "cell_errors": cell_errors,
             "steps": [
                 {
@@ -200,7 +205,7 @@ def _run_student(steps, work, options, deadline, problems, parent, root=""):
         }
         limits = sandbox.Limits(
             wall_seconds=remaining,
-            step_seconds=options.step_seconds,
+            step_seconds=options.step_seconds + INTERRUPT_GRACE,
             memory_mb=options.memory_mb,
         )
         with parent.run(request, limits) as run:
@@ -216,6 +221,11 @@ def _run_student(steps, work, options, deadline, problems, parent, root=""):
                 try:
                     text = sandbox.read_artifact(scratch, f"records/{index}.cell.json", 64_000)
                     cell_errors[steps[index].grade_id] = str(json.loads(text)["error"])[:400]
+                    if cell_errors[steps[index].grade_id].startswith(driver.INTERRUPTED):
+                        problems.append(
+                            f"cell {steps[index].grade_id} timed out: interrupted after "
+                            f"{options.step_seconds:g} s"
+                        )
                 except (OSError, ValueError, KeyError, TypeError):
                     pass
         completed = started if finished else started[:-1]

@@ -100,24 +100,71 @@ def test_calls(source: str) -> list[TestCall]:
     return calls
 
 
+OWN_CELL = "your-cell-"  # the grade_id of a student's own cell: "your-cell-7" (1-based)
+
+
+def own_cell_number(name: str) -> int | None:
+    """The position (1-based) in the notebook of a student's own cell step, or None."""
+    if name.startswith(OWN_CELL) and name[len(OWN_CELL) :].isdigit():
+        return int(name[len(OWN_CELL) :])
+    return None
+
+
+def own_cells(master, submission) -> dict[str | None, list[tuple[int, str]]]:
+    """The code cells the student added or changed, grouped by the graded cell they precede.
+
+    Returns ``{grade_id of the next cell with a grade_id (None after the last):
+    [(position in the notebook, 1-based, source)]}``. A cell with the same code as one
+    of the course's own cells without a grade_id (the lesson's display and training
+    cells) is the course's, not the student's, and is left out; so are empty cells.
+    """
+    known = {nbgrader_meta(c).get("grade_id") for c in master.cells} - {None}
+    course = {
+        c.source.strip()
+        for c in master.cells
+        if c.cell_type == "code" and not nbgrader_meta(c).get("grade_id")
+    }
+    grouped: dict[str | None, list[tuple[int, str]]] = {}
+    pending: list[tuple[int, str]] = []
+    for position, cell in enumerate(submission.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        if grade_id in known:
+            if pending:
+                grouped.setdefault(grade_id, []).extend(pending)
+                pending = []
+        elif cell.source.strip() and cell.source.strip() not in course:
+            pending.append((position, cell.source))
+    if pending:
+        grouped[None] = pending
+    return grouped
+
+
 def steps(master, submission=None) -> list[Step]:
-    """Return what grading runs, in the master's order: set-up, answer and test cells.
+    """Return what grading runs: set-up, answer, test cells, and the student's own cells.
 
     The set-up and test cells come from ``master``: a learner who edits or deletes
     them changes nothing. The answer cells come from ``submission`` (by grade_id;
-    a deleted one is left out) or, without it, from ``master`` itself.
+    a deleted one is left out) or, without it, from ``master`` itself. The cells the
+    student added or changed (`own_cells`) run where they are in the notebook: just
+    before the graded cell that follows them, as in the learner's own kernel. The
+    course's unchanged display and training cells are not run, nor cells after the
+    last graded cell (nothing is graded after them).
     """
     answers = {}
     for cell in (submission or master).cells:
         meta = nbgrader_meta(cell)
         if cell.cell_type == "code" and meta.get("solution") and meta.get("grade_id"):
             answers.setdefault(meta["grade_id"], cell.source)
+    before = own_cells(master, submission) if submission is not None else {}
     found = []
     for cell in master.cells:
         meta = nbgrader_meta(cell)
         if cell.cell_type != "code" or not meta.get("grade_id"):
             continue
         grade_id = meta["grade_id"]
+        found.extend(Step(f"{OWN_CELL}{n}", source) for n, source in before.get(grade_id, []))
         if meta.get("grade") and not meta.get("solution"):
             found.append(Step(grade_id, None, tuple(test_calls(cell.source))))
         elif meta.get("solution"):

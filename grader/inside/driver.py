@@ -18,10 +18,36 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
+import time
 import traceback
 
 STEP_MARKER = "\x1e@step "
+INTERRUPTED = "CellTimeout"  # how an interrupted cell's error starts in its record
+
+
+class CellTimeout(KeyboardInterrupt):
+    """Raised in a cell that runs past its time limit, as nbgrader's kernel interrupt.
+
+    A KeyboardInterrupt, so that ``except Exception`` in the student's code does not
+    swallow it; IPython stops the cell and keeps what it defined.
+    """
+
+
+_limit = {"seconds": 0.0}  # the time limit of one step, for the message
+
+
+def _interrupt(signum, frame):
+    raise CellTimeout(
+        f"the cell timed out: it ran past its time limit ({_limit['seconds']:g} s) and was "
+        f"interrupted; what it defined before stays"
+    )
+
+
+def arm(seconds: float | None) -> None:
+    """Interrupt the running cell after ``seconds`` (0 or None: disarm)."""
+    signal.setitimer(signal.ITIMER_REAL, max(seconds or 0, 0))
 
 
 def announce(text: str) -> None:
@@ -32,11 +58,24 @@ def announce(text: str) -> None:
 
 
 def not_defined(name: str, cell_errors: dict) -> dict:
-    why = f" (its cell raised {cell_errors[name]})" if name in cell_errors else ""
+    """The record of a test whose function is missing: the learner's error, or a run's."""
+    why = str(cell_errors.get(name, ""))
+    unfinished = "this cell did not finish: "
+    if why.startswith(unfinished):
+        # The run broke there: say what happened, not "fix your code".
+        return {
+            "crash": f"{name} is not defined: its cell did not finish ({why[len(unfinished) :]})"
+        }
+    if why.startswith(INTERRUPTED):
+        return {
+            "crash": f"{name} is not defined: its cell timed out and was interrupted before "
+            f"it defined {name}"
+        }
+    because = f" (its cell raised {why})" if why else ""
     return {
         "error": {
             "type": "NameError",
-            "message": f"name '{name}' is not defined{why}",
+            "message": f"name '{name}' is not defined{because}",
             "not_implemented": False,
             "line": None,
             "code": None,
@@ -84,13 +123,22 @@ def run(plan: dict) -> None:
 
     shell = InteractiveShell.instance()
     cell_errors = dict(plan["cell_errors"])  # what earlier runs saw go wrong
+    # Each step is interrupted after this many seconds; the host kills the sandbox only
+    # when a step outlives it by the host's grace (the student's code ignored it).
+    cell_seconds = plan.get("cell_seconds")
+    _limit["seconds"] = cell_seconds or 0
+    signal.signal(signal.SIGALRM, _interrupt)
     made = {}  # the records made so far, by their inputs
     for index, step in enumerate(plan["steps"]):
         if index in plan["skip"]:
             continue
         announce(f"{index} {step['grade_id']}")
         if step["source"] is not None:
-            result = shell.run_cell(step["source"], store_history=True)
+            arm(cell_seconds)
+            try:
+                result = shell.run_cell(step["source"], store_history=True)
+            finally:
+                arm(0)
             error = result.error_in_exec or result.error_before_exec
             if error is not None:
                 text = f"{type(error).__name__}: {str(error).strip()[:300]}"
@@ -98,9 +146,15 @@ def run(plan: dict) -> None:
                 with open(os.path.join(records, f"{index}.cell.json"), "w") as handle:
                     json.dump({"error": text}, handle)
             continue
+        deadline = time.monotonic() + (cell_seconds or 0)
         for number, call in enumerate(step["calls"]):
             try:
-                record = produce(call, shell.user_ns, cell_errors, made)
+                # One time limit for all the calls of a test cell, as for one cell.
+                arm(max(deadline - time.monotonic(), 0.01) if cell_seconds else 0)
+                try:
+                    record = produce(call, shell.user_ns, cell_errors, made)
+                finally:
+                    arm(0)
             except BaseException as error:  # noqa: BLE001 -- the tests' own code broke
                 record = {
                     "crash": f"{type(error).__name__}: {str(error).strip()[:300]}",
