@@ -134,6 +134,9 @@ def clean(text: str) -> str:
 class SanitizeStudentContent(NbGraderPreprocessor):
     """Clean the markdown cells a student may have written and every markup output."""
 
+    # Set by nbconvert's HTML exporter for every preprocessor (see HideHiddenTests).
+    display_data_priority = List().tag(config=True)
+
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type == "markdown" and not nbgrader_meta(cell).get("locked"):
             if "<" in cell.source or _SCRIPT_SCHEME.search(cell.source):
