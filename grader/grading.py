@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -37,6 +38,8 @@ from .inside import artifacts, driver
 from .kernels import ASSIGNMENT, RUNNER
 from .sandbox.watch import Follow
 
+REFERENCES = "references.json"  # the course's references, in a checker run's folder
+IMG_SIZE = (160, 160)  # the tests' default image size (public_tests.IMG_SIZE)
 RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, and the
 # checker's run finds their copies
 # Times the student's run is started again after a step that crashed or hung.
@@ -285,8 +288,51 @@ def _collect(scratch, records, index, count):
             (records / f"{stem}{suffix}").write_bytes(data)
 
 
-def _check(steps, records, missing, parent, root=""):
-    """Judge every test call in a fresh run of the checker; return {grade_id: [verdicts]}."""
+class References:
+    """The course's references for the checker, made once per warm checker and input shapes.
+
+    MobileNetV2's architecture for each image size the tests use and the digests of the
+    ImageNet weights depend on Keras and the weights file alone. A checker run that judges
+    nothing (no record, no student) computes them; every later run of the same parent gets
+    them as a file instead of building MobileNetV2 again (``test_utils.import_references``).
+    """
+
+    def __init__(self, parent, folder: pathlib.Path):
+        self.parent, self.folder = parent, folder
+        self.made: dict[str, pathlib.Path] = {}
+
+    def for_calls(self, calls) -> pathlib.Path:
+        shapes = sorted({tuple(c["kwargs"].get("image_shape", IMG_SIZE)) for c in calls})
+        key = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+        if key not in self.made:
+            request = {
+                "runner": RUNNER,
+                "assignment": ASSIGNMENT,
+                "workdir": sandbox.SCRATCH,
+                "prepare": [[*shape, 3] for shape in shapes],
+                "result": f"{sandbox.SCRATCH}/{REFERENCES}",
+            }
+            with self.parent.run(request, CHECKER_LIMITS) as run:
+                try:
+                    data = sandbox.read_artifact(run.folder, REFERENCES, 16 * 2**20)
+                    json.loads(data)
+                except (OSError, ValueError) as error:
+                    raise RuntimeError(
+                        f"the checker could not make the course's references: {error}\n"
+                        f"{run.result.output[-3000:]}"
+                    ) from None
+            path = self.folder / f"references-{key}.json"
+            path.write_bytes(data)
+            self.made[key] = path
+        return self.made[key]
+
+
+def _check(steps, records, missing, parent, root="", references=None):
+    """Judge every test call in a fresh run of the checker; return {grade_id: [verdicts]}.
+
+    ``references`` (a ``References``) hands the run the course's own references, made
+    once by a run that judged nothing.
+    """
     calls = []
     files = {}
     for index, step in enumerate(steps):
@@ -315,6 +361,9 @@ def _check(steps, records, missing, parent, root=""):
         "result": f"{root}{sandbox.SCRATCH}/verdicts.json",
         "calls": calls,
     }
+    if references is not None:
+        files[REFERENCES] = references.for_calls(calls)
+        request["references"] = f"{root}{sandbox.SCRATCH}/{REFERENCES}"
     with parent.run(request, CHECKER_LIMITS, files) as run:
         try:
             verdicts = json.loads(sandbox.read_artifact(run.folder, "verdicts.json", 16 * 2**20))
@@ -345,13 +394,17 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
         if options.sandboxed:
             parents = kernels.Kernels.of(learner_files, root, options)
             student, checker, inside = parents.student, parents.checker, ""
+            if parents.references is None:
+                parents.references = References(parents.checker, parents.work)
+            references = parents.references
         else:
             kernels.copy_files(learner_files, pathlib.Path(root), work / "assignment")
             student = _Plain(work, kernels.STUDENT_SCRIPTS, "driver", options)
             checker = _Plain(work, kernels.CHECKER_SCRIPTS, "checker", options, dataset=False)
             inside = _root(work)
+            references = None
         records, missing, cell_errors, peak = _run_student(
             steps, work, options, started + options.total_seconds, problems, student, inside
         )
-        verdicts = _check(steps, records, missing, checker, inside)
+        verdicts = _check(steps, records, missing, checker, inside, references)
     return Outcome(verdicts, cell_errors, problems, time.monotonic() - started, peak)

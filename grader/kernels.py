@@ -131,6 +131,7 @@ class Kernels:
             env=environment(),
             memory_mb=CHECKER_MB,
         )
+        self.references = None  # grading.References, set by grading on first use
 
     @classmethod
     def of(cls, learner_files, root, options) -> Kernels:

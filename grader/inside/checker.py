@@ -237,6 +237,15 @@ def run(request: dict) -> None:
     os.chdir(request["workdir"])
     import public_tests
 
+    if "prepare" in request:  # a run that judges nothing: the course's own references
+        data = public_tests.tu.export_references(tuple(s) for s in request["prepare"])
+        with open(request["result"] + ".part", "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(request["result"] + ".part", request["result"])
+        return
+    if request.get("references"):
+        with open(request["references"], encoding="utf-8") as handle:
+            public_tests.tu.import_references(json.load(handle))
     answer(request, public_tests)
 
 
