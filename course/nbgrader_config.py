@@ -60,9 +60,9 @@ c.Autograde.autograde_preprocessors = [
 # Limits of one submission. Grading runs the set-up and answer cells only (about 15 s
 # for a correct notebook on 2 busy cores); a cell that runs longer than the timeout is
 # killed with its sandbox, and the run goes on after it, so the other exercises count.
-c.SandboxedExecute.timeout = grader_config.CELL_TIMEOUT
-c.SandboxedExecute.total_timeout = grader_config.SUBMISSION_TIMEOUT
-c.SandboxedExecute.memory_mb = grader_config.MEMORY_LIMIT_MB
+c.SandboxedExecute.cell_timeout = grader_config.SETTINGS.cell_timeout
+c.SandboxedExecute.submission_timeout = int(grader_config.SETTINGS.submission_timeout)
+c.SandboxedExecute.memory_mb = grader_config.SETTINGS.memory_mb
 # A test cell that was deleted is put back (a locked cell that was edited is always
 # restored by nbgrader from the gradebook).
 c.OverwriteCells.add_missing_cells = True

@@ -44,7 +44,7 @@ import warnings
 import nbformat
 
 from . import submissions, worker
-from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .config import SETTINGS
 from .course import (
     ASSIGNMENT,
     NOTEBOOK,
@@ -332,9 +332,9 @@ def run(
     workers=None,
     force=False,
     out=None,
-    timeout=SUBMISSION_TIMEOUT,
-    cell_timeout=CELL_TIMEOUT,
-    memory_mb=MEMORY_LIMIT_MB,
+    submission_timeout=SETTINGS.submission_timeout,
+    cell_timeout=SETTINGS.cell_timeout,
+    memory_mb=SETTINGS.memory_mb,
     progress=True,
     sandbox=True,
     scheduler=None,
@@ -364,7 +364,7 @@ def run(
     by_student = {sub.student: sub for sub in found}
 
     options = {
-        "timeout": timeout,
+        "submission_timeout": submission_timeout,
         "cell_timeout": cell_timeout,
         "memory_mb": memory_mb,
         "sandbox": sandbox,
@@ -508,21 +508,21 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="regrade students already graded")
     parser.add_argument("--out", default=None, help="output folder (default: COURSE/batch)")
     parser.add_argument(
-        "--timeout",
+        "--submission-timeout",
         type=float,
-        default=SUBMISSION_TIMEOUT,
+        default=SETTINGS.submission_timeout,
         help="seconds one submission may take in all (default %(default)s)",
     )
     parser.add_argument(
         "--cell-timeout",
         type=int,
-        default=CELL_TIMEOUT,
+        default=SETTINGS.cell_timeout,
         help="seconds one cell may run (default %(default)s)",
     )
     parser.add_argument(
         "--memory-limit",
         type=float,
-        default=MEMORY_LIMIT_MB,
+        default=SETTINGS.memory_mb,
         help="MiB one submission's sandbox may use (default %(default)s)",
     )
     parser.add_argument(
@@ -546,7 +546,7 @@ def main(argv=None) -> int:
             args.workers,
             args.force,
             args.out,
-            args.timeout,
+            args.submission_timeout,
             args.cell_timeout,
             args.memory_limit,
             sandbox=not args.no_sandbox,

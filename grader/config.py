@@ -1,15 +1,38 @@
-"""Grading settings shared by the course's nbgrader_config.py, the batch grader and its tests."""
+"""Every limit and time-out of grading, defined once and typed: ``SETTINGS``.
 
-# Seconds one cell (or one test cell's calls) may run before its sandbox is killed.
-CELL_TIMEOUT = 300
-# Seconds all the runs of one submission's sandbox may take.
-SUBMISSION_TIMEOUT = 900
-# Resident memory (MiB) of one submission's sandbox, all its processes together.
-MEMORY_LIMIT_MB = 6144
+The course's ``nbgrader_config.py``, the batch grader's command line, the sandboxes and
+the tests read them from here. Each name means one thing: a *cell* time-out is what one
+cell (or the produce calls of one test cell) may take; a *submission* time-out is what
+all the runs of one submission may take, together.
+"""
 
-# Feedback of one submission is rendered in a process of its own (grader/feedback.py):
-# seconds and address space (MiB) it may use, and the largest autograded notebook (MiB)
-# it renders. Past any of them the student gets a short plain feedback; the grade stands.
-FEEDBACK_SECONDS = 20
-FEEDBACK_MEMORY_MB = 2048
-FEEDBACK_MAX_NOTEBOOK_MB = 8
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # One submission's student run.
+    cell_timeout: int = 300  # s a cell may run before it is interrupted (as nbgrader does)
+    interrupt_grace: int = 15  # s after that interrupt before a kernel that ignored it is killed
+    submission_timeout: float = 900  # s all the runs of one submission may take
+    memory_mb: int = 6144  # MiB of one submission's run, all its processes together
+    restarts: int = 3  # runs started again after a cell that crashed or hung
+    # One submission's checker run (the course's code on records of bounded size).
+    checker_timeout: float = 600  # s
+    checker_memory_mb: int = 4096  # MiB
+    # A warm parent: its own memory (TensorFlow imported), added to a run's, and its start.
+    parent_memory_mb: int = 1024
+    parent_start_timeout: float = 180  # s
+    # Feedback of one submission, rendered in a process of its own (grader/feedback.py);
+    # past any of these the student gets a short plain feedback, and the grade stands.
+    feedback_timeout: float = 20  # s
+    feedback_memory_mb: int = 2048  # MiB of address space
+    feedback_max_notebook_mb: int = 8  # MiB of autograded notebook
+    # What a submission may hand in (grader/submissions.py).
+    max_notebook_mb: int = 64
+    max_nested_zip_mb: int = 1024  # a student's own zip inside the class's
+
+
+SETTINGS = Settings()

@@ -32,7 +32,7 @@ from nbgrader.utils import find_all_files
 from traitlets import Bool, Integer, List
 
 from . import grading, plan, preflight
-from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .config import SETTINGS
 from .course import grade_id
 
 STATUS_FILE = "grading.json"
@@ -85,14 +85,14 @@ def test_cell_outputs(verdicts: list[dict]) -> list:
 class SandboxedExecute(NbGraderPreprocessor):
     """Grade the notebook in a sandbox and a checker; write each verdict as cell output."""
 
-    timeout = Integer(
-        CELL_TIMEOUT, help="Seconds one cell (or one test cell's calls) may run."
+    cell_timeout = Integer(
+        SETTINGS.cell_timeout, help="Seconds one cell (or one test cell's calls) may run."
     ).tag(config=True)
-    total_timeout = Integer(
-        SUBMISSION_TIMEOUT, help="Seconds all the runs of one submission may take."
+    submission_timeout = Integer(
+        int(SETTINGS.submission_timeout), help="Seconds all the runs of one submission may take."
     ).tag(config=True)
     memory_mb = Integer(
-        MEMORY_LIMIT_MB, help="Resident memory (MiB) of the student's sandbox."
+        SETTINGS.memory_mb, help="Resident memory (MiB) of the student's sandbox."
     ).tag(config=True)
     sandbox = Bool(
         True, help="Run student code under bubblewrap. False is for trusted notebooks only."
@@ -107,8 +107,8 @@ class SandboxedExecute(NbGraderPreprocessor):
 
     def grading_options(self) -> grading.Options:
         return grading.Options(
-            step_seconds=self.timeout,
-            total_seconds=self.total_timeout,
+            step_seconds=self.cell_timeout,
+            total_seconds=self.submission_timeout,
             memory_mb=self.memory_mb,
             sandboxed=self.sandbox,
         )

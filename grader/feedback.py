@@ -37,7 +37,7 @@ import sys
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List
 
-from .config import FEEDBACK_MAX_NOTEBOOK_MB, FEEDBACK_MEMORY_MB, FEEDBACK_SECONDS
+from .config import SETTINGS
 from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK, nbgrader_meta
 
 PLACEHOLDER = "# Hidden tests ran here. Their code is not shown; their messages are below."
@@ -172,8 +172,8 @@ def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, s
     notebook = folder / "autograded" / student / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     target = folder / "feedback" / student / ASSIGNMENT / f"{NOTEBOOK}.html"
     size = notebook.stat().st_size if notebook.is_file() else 0
-    if size > FEEDBACK_MAX_NOTEBOOK_MB * 2**20:
-        why = f"the notebook is larger than {FEEDBACK_MAX_NOTEBOOK_MB} MB"
+    if size > SETTINGS.feedback_max_notebook_mb * 2**20:
+        why = f"the notebook is larger than {SETTINGS.feedback_max_notebook_mb} MB"
         return plain_feedback(student, points, comments, why), why
     process = subprocess.Popen(
         [sys.executable, "-m", "grader.feedback", str(folder.resolve()), student],
@@ -183,17 +183,17 @@ def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, s
         start_new_session=True,  # its own process group: a kill reaches all of it
     )
     try:
-        output, _ = process.communicate(timeout=FEEDBACK_SECONDS)
+        output, _ = process.communicate(timeout=SETTINGS.feedback_timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        why = f"rendering it took longer than {FEEDBACK_SECONDS} s"
+        why = f"rendering it took longer than {SETTINGS.feedback_timeout} s"
         return plain_feedback(student, points, comments, why), why
     if process.returncode == 0 and target.is_file():
         return target.read_text(encoding="utf-8"), None
     text = output.decode("utf-8", "replace")
     if "MemoryError" in text or process.returncode < 0:
-        why = f"rendering it needed more than {FEEDBACK_MEMORY_MB} MB"
+        why = f"rendering it needed more than {SETTINGS.feedback_memory_mb} MB"
     else:
         why = f"it could not be rendered ({(text.strip().splitlines() or ['no output'])[-1][:200]})"
     return plain_feedback(student, points, comments, why), why
@@ -236,7 +236,7 @@ def _render(folder: str, student: str) -> None:
 
 
 def main() -> None:
-    limit = FEEDBACK_MEMORY_MB * 2**20
+    limit = SETTINGS.feedback_memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     _render(sys.argv[1], sys.argv[2])
 

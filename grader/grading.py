@@ -33,7 +33,7 @@ import tempfile
 import time
 
 from . import kernels, plan, sandbox
-from .config import CELL_TIMEOUT, MEMORY_LIMIT_MB, SUBMISSION_TIMEOUT
+from .config import SETTINGS
 from .inside import artifacts, driver
 from .kernels import ASSIGNMENT, RUNNER
 from .sandbox.watch import Follow
@@ -50,15 +50,18 @@ RESTARTS = 3
 INTERRUPT_GRACE = 15
 # The checker's own limits: it runs the course's code only, on records of bounded size.
 CHECKER_LIMITS = sandbox.Limits(
-    wall_seconds=600, step_seconds=None, memory_mb=kernels.CHECKER_MB, scratch_mb=256
+    wall_seconds=SETTINGS.checker_timeout,
+    step_seconds=None,
+    memory_mb=SETTINGS.checker_memory_mb,
+    scratch_mb=256,
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    step_seconds: float = CELL_TIMEOUT  # one cell, or one test cell's produce calls
-    total_seconds: float = SUBMISSION_TIMEOUT  # all runs of the student's sandbox
-    memory_mb: int = MEMORY_LIMIT_MB
+    step_seconds: float = SETTINGS.cell_timeout  # one cell, or one test cell's produce calls
+    total_seconds: float = SETTINGS.submission_timeout  # all runs of the student's sandbox
+    memory_mb: int = SETTINGS.memory_mb
     weights: str | None = None  # default: $ALPACA_WEIGHTS_DIR
     dataset: str | None = None  # default: $ALPACA_DATASET
     sandboxed: bool = True  # False: plain processes, for trusted notebooks only
@@ -184,7 +187,7 @@ def _run_student(steps, work, options, deadline, problems, parent, root=""):
     broken: set[int] = set()  # cells that crashed or hung: never run again
     cell_errors = {}
     peak = 0.0
-    for _attempt in range(RESTARTS + 1):
+    for _attempt in range(SETTINGS.restarts + 1):
         remaining = deadline - time.monotonic()
         if remaining < 5:
             problems.append("the submission used up its time")
@@ -208,7 +211,7 @@ def _run_student(steps, work, options, deadline, problems, parent, root=""):
         }
         limits = sandbox.Limits(
             wall_seconds=remaining,
-            step_seconds=options.step_seconds + INTERRUPT_GRACE,
+            step_seconds=options.step_seconds + SETTINGS.interrupt_grace,
             memory_mb=options.memory_mb,
         )
         with parent.run(request, limits) as run:

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 
+from .config import SETTINGS
 from .sandbox.warm import WarmParent
 
 INSIDE = pathlib.Path(__file__).resolve().parent / "inside"  # the scripts run inside
@@ -45,8 +46,6 @@ STUDENT_SCRIPTS = ("zygote.py", "driver.py", "artifacts.py")
 CHECKER_SCRIPTS = ("zygote.py", "checker.py", "artifacts.py")
 # Host variables the sandboxes inherit: how many threads TensorFlow may use.
 INHERITED = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
-# The checker runs the course's code only, on records of bounded size.
-CHECKER_MB = 4096
 
 
 def copy_files(files: list[pathlib.Path], root: pathlib.Path, dest: pathlib.Path) -> None:
@@ -129,7 +128,7 @@ class Kernels:
             modules=CHECKER_MODULES,
             readonly=binds(assignment, checker_runner, options, dataset=False),
             env=environment(),
-            memory_mb=CHECKER_MB,
+            memory_mb=SETTINGS.checker_memory_mb,
         )
         self.references = None  # grading.References, set by grading on first use
 

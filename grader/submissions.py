@@ -27,6 +27,7 @@ import zipfile
 
 import nbformat
 
+from .config import SETTINGS
 from .course import ASSIGNMENT, NOTEBOOK
 
 _SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
@@ -51,9 +52,7 @@ def student_id(name: str) -> str:
 
 # Limits of what one student hands in. A notebook is a few MB (outputs included); a
 # bigger file is not graded. A zip inside the class's zip (one student's upload) is opened
-# when it is no bigger than MAX_NESTED_ZIP_MB; a zip inside that one is not.
-MAX_NOTEBOOK_MB = 64
-MAX_NESTED_ZIP_MB = 1024
+# when it is no bigger than SETTINGS.max_nested_zip_mb; a zip inside that one is not.
 MAX_TIMESTAMP_BYTES = 1024
 TIMESTAMP = "timestamp.txt"
 # Student ids become folder names (at most 255 bytes on most file systems).
@@ -91,10 +90,10 @@ def _wanted(name: str) -> bool:
 
 def _limit(name: str) -> int:
     if name.endswith(".zip"):
-        return MAX_NESTED_ZIP_MB * 2**20
+        return SETTINGS.max_nested_zip_mb * 2**20
     if name == TIMESTAMP:
         return MAX_TIMESTAMP_BYTES
-    return MAX_NOTEBOOK_MB * 2**20
+    return SETTINGS.max_notebook_mb * 2**20
 
 
 def _too_big(name: str) -> str:

@@ -203,8 +203,8 @@ def grade_submission(bundle: dict, task: dict) -> dict:
             (submitted / "timestamp.txt").write_text(task["timestamp"], encoding="utf-8")
         overrides = {
             "SandboxedExecute": {
-                "timeout": options["cell_timeout"],
-                "total_timeout": options["timeout"],
+                "cell_timeout": options["cell_timeout"],
+                "submission_timeout": options["submission_timeout"],
                 "memory_mb": options["memory_mb"],
                 "sandbox": options["sandbox"],
             }

@@ -264,7 +264,7 @@ def attacked(tmp_path_factory):
             course,
             workers=1,
             out=out,
-            timeout=SUBMISSION_TIMEOUT,
+            submission_timeout=SUBMISSION_TIMEOUT,
             cell_timeout=CELL_TIMEOUT,
             progress=False,
         )

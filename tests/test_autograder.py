@@ -54,7 +54,7 @@ def test_config_grades_in_the_sandbox():
     assert "nbgrader.preprocessors.SaveAutoGrades" in pipeline
     assert "grader.deduplicate.DeduplicateCells" in config.Autograde.sanitize_preprocessors
     assert config.OverwriteCells.add_missing_cells is True
-    assert 60 <= config.SandboxedExecute.timeout <= 900
+    assert 60 <= config.SandboxedExecute.cell_timeout <= 900
 
 
 def test_nbgrader_commands_print_no_config_warnings(tmp_path):
@@ -274,7 +274,7 @@ def graded(tmp_path_factory):
         course,
         workers=2,
         out=out,
-        timeout=SUBMISSION_TIMEOUT,
+        submission_timeout=SUBMISSION_TIMEOUT,
         cell_timeout=CELL_TIMEOUT,
         progress=False,
     )

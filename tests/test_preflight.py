@@ -29,7 +29,7 @@ CELL_TIMEOUT = 120
 def executor(course: pathlib.Path) -> SandboxedExecute:
     config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
     config.CourseDirectory.root = str(course)
-    config.SandboxedExecute.timeout = CELL_TIMEOUT
+    config.SandboxedExecute.cell_timeout = CELL_TIMEOUT
     return SandboxedExecute(config=config)
 
 
@@ -97,7 +97,7 @@ def test_nbgrader_autograde_with_weights_missing_stops(tmp_path):
     (tmp_path / "empty").mkdir()
     env = {**os.environ, "ALPACA_WEIGHTS_DIR": str(tmp_path / "empty")}
     result = run_nbgrader(
-        ["autograde", ASSIGNMENT, f"--SandboxedExecute.timeout={CELL_TIMEOUT}"],
+        ["autograde", ASSIGNMENT, f"--SandboxedExecute.cell_timeout={CELL_TIMEOUT}"],
         cwd=course,
         env=env,
         timeout=900,

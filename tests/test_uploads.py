@@ -21,6 +21,7 @@ import pytest
 import sample
 
 from grader import batch, submissions
+from grader.config import SETTINGS
 from grader.course import ASSIGNMENT, NOTEBOOK
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -72,12 +73,12 @@ def bad_folder(folder: pathlib.Path, good: str = MINIMAL) -> dict[str, str]:
     put(folder / "ivy" / "final.ipynb", good)
     # A huge notebook (sparse: no disk used).
     huge = put(folder / "jo" / ASSIGNMENT / NOTEBOOK_FILE, b"")
-    os.truncate(huge, (submissions.MAX_NOTEBOOK_MB + 1) * 2**20)
+    os.truncate(huge, (SETTINGS.max_notebook_mb + 1) * 2**20)
     # A student's own zip (graded), a damaged one, a zip inside a zip, and a zip bomb.
     put(folder / "kim.zip", zipped({f"kim/{NOTEBOOK_FILE}": good}))
     put(folder / "lee.zip", b"PK\x03\x04 this is not a zip at all")
     put(folder / "max.zip", zipped({"inner.zip": zipped({NOTEBOOK_FILE: good})}))
-    bomb = b"\0" * ((submissions.MAX_NOTEBOOK_MB + 1) * 2**20)
+    bomb = b"\0" * ((SETTINGS.max_notebook_mb + 1) * 2**20)
     put(folder / "ned.zip", zipped({NOTEBOOK_FILE: bomb}))
     return {
         "bob": f"not graded: {ASSIGNMENT}/{NOTEBOOK_FILE} is a folder, not a notebook",
@@ -88,10 +89,10 @@ def bad_folder(folder: pathlib.Path, good: str = MINIMAL) -> dict[str, str]:
         "hal": "not graded: not a valid notebook (NotJSONError",
         "hal2": "not graded: not a valid notebook (",
         "hal3": "not graded: not a valid notebook (",
-        "jo": f"not graded: {NOTEBOOK_FILE} is bigger than the {submissions.MAX_NOTEBOOK_MB} MiB",
+        "jo": f"not graded: {NOTEBOOK_FILE} is bigger than the {SETTINGS.max_notebook_mb} MiB",
         "lee": "not graded: lee.zip cannot be opened",
         "max": "not graded: inner.zip is a zip inside a zip: not opened",
-        "ned": f"not graded: {NOTEBOOK_FILE} is bigger than the {submissions.MAX_NOTEBOOK_MB} MiB",
+        "ned": f"not graded: {NOTEBOOK_FILE} is bigger than the {SETTINGS.max_notebook_mb} MiB",
     }
 
 
@@ -130,7 +131,7 @@ def test_damaged_and_oversized_members_of_the_class_zip(tmp_path):
             f"submitted/ann/{ASSIGNMENT}/{NOTEBOOK_FILE}": good,
             f"submitted/bob/{ASSIGNMENT}/{NOTEBOOK_FILE}": b"x" * 5000,
             f"submitted/cy/{ASSIGNMENT}/{NOTEBOOK_FILE}": b"\0"
-            * ((submissions.MAX_NOTEBOOK_MB + 1) * 2**20),
+            * ((SETTINGS.max_notebook_mb + 1) * 2**20),
             f"submitted/dee/{ASSIGNMENT}/{NOTEBOOK_FILE}": good,
             "../../escape.ipynb": good,
         }

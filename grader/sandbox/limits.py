@@ -9,10 +9,10 @@ from .. import config
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    wall_seconds: float = config.SUBMISSION_TIMEOUT  # whole run
-    step_seconds: float | None = config.CELL_TIMEOUT  # most time between two step markers
+    wall_seconds: float = config.SETTINGS.submission_timeout  # whole run
+    step_seconds: float | None = config.SETTINGS.cell_timeout  # most time between two step markers
     memory_mb: int = (
-        config.MEMORY_LIMIT_MB
+        config.SETTINGS.memory_mb
     )  # resident memory of the whole sandbox (all its processes)
     cpu_seconds: int = 1800  # CPU time per process (RLIMIT_CPU)
     processes: int = 512  # processes + threads inside the sandbox

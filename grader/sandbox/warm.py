@@ -46,6 +46,7 @@ import time
 
 import psutil
 
+from ..config import SETTINGS
 from . import seccomp, walls
 from .box import Sandbox
 from .limits import Limits, Result
@@ -54,8 +55,6 @@ from .watch import Follow
 
 RUNS, INBOX = "/runs", "/inbox"  # where the outer sandbox sees the runs' folders and its inbox
 OUTPUT, REQUEST = "output.log", "request.json"  # in each run's folder
-PARENT_MB = 1024  # the zygote's own memory (TensorFlow imported), added to a run's
-START_SECONDS = 180  # the longest wait for a zygote's imports
 _PERIOD = 0.025  # how often a run is looked at (its output, its end, its folder)
 SLACK = 5  # the outer sandbox's own watchdog (memory, processes) looks every 0.5 s
 
@@ -133,7 +132,9 @@ class WarmParent:
             writable={str(self.runs): RUNS},
             scratch=self.state,
             limits=Limits(
-                wall_seconds=7 * 86400, step_seconds=None, memory_mb=self.memory_mb + PARENT_MB
+                wall_seconds=7 * 86400,
+                step_seconds=None,
+                memory_mb=self.memory_mb + SETTINGS.parent_memory_mb,
             ),
             env=self.env,
             slack=SLACK,  # each run has its own watch (below): time, folder, output
@@ -148,7 +149,7 @@ class WarmParent:
 
         session.thread = threading.Thread(target=serve, daemon=True)
         session.thread.start()
-        deadline = time.monotonic() + START_SECONDS
+        deadline = time.monotonic() + SETTINGS.parent_start_timeout
         while time.monotonic() < deadline and session.thread.is_alive():
             if (self.state / "ready").exists() and box.init_pid is not None:
                 with contextlib.suppress(psutil.Error):
