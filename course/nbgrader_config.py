@@ -5,14 +5,9 @@ nbgrader autograde on Dask workers, survives broken submissions and writes grade
 Student code always runs in a sandbox (SandboxedExecute below), here as there.
 """
 
-import pathlib
-import sys
-
 c = get_config()  # noqa: F821 -- injected by nbgrader
 
-# The grader package sits beside course/. Resolve symlinks: the batch grader links this
-# file into its temporary course copies.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+# The grader is installed into the project's environment (`make` does it): no path edits.
 import grader.config as grader_config  # noqa: E402
 import grader.course as course  # noqa: E402
 
