@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import pathlib
-import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ from . import kernels, plan, sandbox
 from .config import SETTINGS
 from .inside import artifacts, driver
 from .kernels import ASSIGNMENT, RUNNER
+from .sandbox.scratch import copy_in
 from .sandbox.watch import Follow
 
 REFERENCES = "references.json"  # the course's references, in a checker run's folder
@@ -155,9 +155,7 @@ class _Plain:
         self.count += 1
         folder = self.work / f"{self.entry}-{self.count}"
         folder.mkdir()
-        for relative, source in (files or {}).items():
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, folder / relative)
+        copy_in(folder, files or {})
         box = Unsandboxed(
             readonly=self.readonly,
             scratch=folder,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import time
 import uuid
@@ -111,6 +112,13 @@ def _scratch_usage(root: Path, max_entries: int) -> tuple[int, int]:
         if entries > max_entries:
             break
     return total, entries
+
+
+def copy_in(folder: Path, files: dict) -> None:
+    """Copy ``files`` ({path relative to folder: host file}) into a run's folder before it runs."""
+    for relative, source in files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, folder / relative)
 
 
 def empty_scratch(scratch: Path) -> None:

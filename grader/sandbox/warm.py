@@ -50,7 +50,7 @@ from ..config import SETTINGS
 from . import seccomp, walls
 from .box import Sandbox
 from .limits import Limits, Result
-from .scratch import SCRATCH, SHM, TMP, empty_scratch, prepare, read_artifact
+from .scratch import SCRATCH, SHM, TMP, copy_in, empty_scratch, prepare, read_artifact
 from .watch import Follow
 
 RUNS, INBOX = "/runs", "/inbox"  # where the outer sandbox sees the runs' folders and its inbox
@@ -204,9 +204,7 @@ class WarmParent:
             folder.mkdir(mode=0o700)
             try:
                 prepare(folder)
-                for relative, source in (files or {}).items():
-                    (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(source, folder / relative)
+                copy_in(folder, files or {})
                 (folder / REQUEST).write_text(json.dumps(request), encoding="utf-8")
                 output = os.open(
                     folder / OUTPUT, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
