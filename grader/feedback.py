@@ -30,13 +30,12 @@ import os
 import pathlib
 import re
 import resource
-import signal
-import subprocess
 import sys
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List
 
+from . import renderer
 from .config import SETTINGS
 from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK, nbgrader_meta
 
@@ -175,24 +174,13 @@ def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, s
     if size > SETTINGS.feedback_max_notebook_mb * 2**20:
         why = f"the notebook is larger than {SETTINGS.feedback_max_notebook_mb} MB"
         return plain_feedback(student, points, comments, why), why
-    process = subprocess.Popen(
-        [sys.executable, "-m", "grader.feedback", str(folder.resolve()), student],
-        cwd=pathlib.Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: a kill reaches all of it
-    )
-    try:
-        output, _ = process.communicate(timeout=SETTINGS.feedback_timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
+    returncode, text = renderer.shared().render(folder.resolve(), student)
+    if returncode is None:
         why = f"rendering it took longer than {SETTINGS.feedback_timeout} s"
         return plain_feedback(student, points, comments, why), why
-    if process.returncode == 0 and target.is_file():
+    if returncode == 0 and target.is_file():
         return target.read_text(encoding="utf-8"), None
-    text = output.decode("utf-8", "replace")
-    if "MemoryError" in text or process.returncode < 0:
+    if "MemoryError" in text or returncode < 0:
         why = f"rendering it needed more than {SETTINGS.feedback_memory_mb} MB"
     else:
         why = f"it could not be rendered ({(text.strip().splitlines() or ['no output'])[-1][:200]})"
@@ -235,10 +223,22 @@ def _render(folder: str, student: str) -> None:
     converter.start()
 
 
-def main() -> None:
+def preload() -> None:
+    """Import what rendering needs (the renderer does, once, before it forks)."""
+    from nbgrader.converters import GenerateFeedback  # noqa: F401
+
+    from . import feedback_folder  # noqa: F401
+
+
+def render_limited(folder: str, student: str) -> None:
+    """Render one student's feedback under the feedback's limits (in the renderer's child)."""
     limit = SETTINGS.feedback_memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    _render(sys.argv[1], sys.argv[2])
+    _render(folder, student)
+
+
+def main() -> None:
+    render_limited(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

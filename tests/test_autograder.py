@@ -10,20 +10,24 @@ import copy
 import csv
 import html
 import json
+import os
 import pathlib
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import zipfile
 
 import nbformat
+import psutil
 import pytest
 import sample
 from sample import POINTS, TOTAL
 from traitlets.config.loader import PyFileConfigLoader
 
-from grader import batch, plan, submissions
+from grader import batch, plan, renderer, submissions
 from grader import course as course_module
 from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
@@ -444,6 +448,43 @@ def test_nbgrader_generate_feedback_is_quiet_and_html_only(graded):
     assert files, "nbgrader generate_feedback wrote no feedback"
     assert all(name.endswith(f"/{ASSIGNMENT}/{NOTEBOOK}.html") for name in files), files
     assert f"solution/{ASSIGNMENT}/{NOTEBOOK}.html" in files
+
+
+@pytest.mark.slow
+def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
+    """Does one warm renderer render feedback after feedback, kill a render that runs out of
+    time with its whole process group, and come back after it was killed itself?"""
+    course = tmp_path / "course"
+    shutil.copytree(graded["course"], course)
+    page = course / "feedback" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.html"
+    warm = renderer.Renderer()
+    try:
+        assert warm.render(course, "solution")[0] == 0
+        first = warm.process.pid
+        page.unlink()
+        returncode, output = warm.render(course, "solution")
+        assert returncode == 0, output
+        assert warm.process.pid == first, "a new renderer was started for the second render"
+        assert "alpaca_model_test" in page.read_text(encoding="utf-8")
+        # Out of time: nothing of the child is left, and the renderer answers the next one.
+        assert warm.render(course, "solution", seconds=0.01)[0] is None
+        left = [p.pid for p in psutil.process_iter() if _group(p) == warm.last_child]
+        assert not psutil.pid_exists(warm.last_child) and not left, left
+        assert warm.render(course, "solution")[0] == 0 and warm.process.pid == first
+        # A renderer that died is started again.
+        os.killpg(first, signal.SIGKILL)
+        warm.process.wait()
+        assert warm.render(course, "solution")[0] == 0
+        assert warm.process.pid != first
+    finally:
+        warm.close()
+
+
+def _group(process) -> int | None:
+    try:
+        return os.getpgid(process.pid)
+    except (ProcessLookupError, PermissionError):
+        return None
 
 
 @pytest.mark.slow
