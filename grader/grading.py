@@ -39,7 +39,6 @@ from .sandbox.scratch import copy_in
 from .sandbox.watch import Follow
 
 REFERENCES = "references.json"  # the course's references, in a checker run's folder
-IMG_SIZE = (160, 160)  # the tests' default image size (public_tests.IMG_SIZE)
 RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, and the
 # checker's run finds their copies
 # Times the student's run is started again after a step that crashed or hung.
@@ -305,16 +304,14 @@ class References:
     def for_calls(self, calls) -> pathlib.Path | None:
         """The references file for these calls; None when they could not be made (then
         each checker run computes what it needs, and says what is missing, by itself)."""
-        shapes = sorted({tuple(c["kwargs"].get("image_shape", IMG_SIZE)) for c in calls})
+        # The image shapes as the calls give them; null: the test's default, which only
+        # the course's public_tests.py knows (the checker's run reads it there).
+        shapes = sorted({json.dumps(c["kwargs"].get("image_shape")) for c in calls})
         key = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
         if key not in self.made:
-            request = {
-                "runner": RUNNER,
-                "assignment": ASSIGNMENT,
-                "workdir": sandbox.SCRATCH,
-                "prepare": [[*shape, 3] for shape in shapes],
-                "result": f"{sandbox.SCRATCH}/{REFERENCES}",
-            }
+            request = _checker_request(
+                "", prepare=[json.loads(shape) for shape in shapes], result=REFERENCES
+            )
             path = self.folder / f"references-{key}.json"
             with self.parent.run(request, CHECKER_LIMITS) as run:
                 try:
@@ -325,6 +322,17 @@ class References:
                     path = None
             self.made[key] = path
         return self.made[key]
+
+
+def _checker_request(root: str, result: str, **fields) -> dict:
+    """A request to the checker's run: where its files are, and where ``result`` goes."""
+    return {
+        "runner": root + RUNNER,
+        "assignment": root + ASSIGNMENT,
+        "workdir": f"{root}{sandbox.SCRATCH}",
+        "result": f"{root}{sandbox.SCRATCH}/{result}",
+        **fields,
+    }
 
 
 def _check(steps, records, missing, parent, root="", references=None):
@@ -353,14 +361,7 @@ def _check(steps, records, missing, parent, root="", references=None):
                     "hidden": call.hidden,
                 }
             )
-    request = {
-        "runner": root + RUNNER,
-        "assignment": root + ASSIGNMENT,
-        "workdir": f"{root}{sandbox.SCRATCH}",
-        "records": root + RECORDS,
-        "result": f"{root}{sandbox.SCRATCH}/verdicts.json",
-        "calls": calls,
-    }
+    request = _checker_request(root, records=root + RECORDS, result="verdicts.json", calls=calls)
     made = references.for_calls(calls) if references is not None else None
     if made is not None:
         files[REFERENCES] = made

@@ -273,6 +273,25 @@ def test_the_checker_answers_each_request_in_a_fresh_run(parents):
     assert seen == [[], []]
 
 
+def test_the_course_references_are_made_once_and_are_what_a_run_computes(parents, tmp_path):
+    """Are the checker's references made by one run per set of image shapes, and equal to what
+    a checker computes for itself (MobileNetV2's rows, the ImageNet digests)?"""
+    import test_utils
+
+    references = grading.References(parents.checker, tmp_path)
+    calls = [{"kwargs": {}}, {"kwargs": {"image_shape": (128, 128)}}]
+    made = references.for_calls(calls)
+    assert made is not None and made.is_file()
+    assert references.for_calls([*reversed(calls), {"kwargs": {"image_shape": [128, 128]}}]) == made
+    assert len(references.made) == 1
+    data = json.loads(made.read_text(encoding="utf-8"))
+    by_shape = {tuple(shape): rows for shape, rows in data["architectures"]}
+    assert sorted(by_shape) == [(128, 128, 3), (160, 160, 3)]  # (160, 160): the tests' default
+    computed = json.loads(json.dumps(test_utils.reference_architecture((128, 128, 3))))
+    assert by_shape[(128, 128, 3)] == computed
+    assert [tuple(pair) for pair in data["digests"]] == list(test_utils.imagenet_digests())
+
+
 PROBE = """
 import json, os
 def run(request):
