@@ -118,3 +118,15 @@ def environment() -> None:
     bin_dir = str(pathlib.Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def instructor_environment() -> dict:
+    """An instructor's shell: the data and weights set, the environment not activated."""
+    bin_dir = pathlib.Path(sys.executable).parent.resolve()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = os.pathsep.join(
+        folder
+        for folder in env.get("PATH", "").split(os.pathsep)
+        if folder and pathlib.Path(folder).resolve() != bin_dir
+    )
+    return env

@@ -22,7 +22,6 @@ import sample
 from grader import batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BIN = pathlib.Path(sys.executable).parent
 CELL_TIMEOUT = 90
 
 
@@ -69,17 +68,6 @@ def readme_command(words: str) -> str:
     raise AssertionError(f"the README has no command with {words!r}")
 
 
-def plain_environment() -> dict:
-    """What an instructor's shell has: the data and weights set, the environment not activated."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = os.pathsep.join(
-        folder
-        for folder in env.get("PATH", "").split(os.pathsep)
-        if folder and pathlib.Path(folder).resolve() != BIN.resolve()
-    )
-    return env
-
-
 class Cluster:
     """A `dask scheduler` and `dask worker` "machines", started exactly as the README says.
 
@@ -92,7 +80,7 @@ class Cluster:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
-        env = plain_environment()
+        env = sample.instructor_environment()
         scheduler = readme_command("dask scheduler").replace("8786", str(self.port))
         self.scheduler = subprocess.Popen(
             scheduler,

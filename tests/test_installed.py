@@ -9,11 +9,9 @@ is not this repository's.
 from __future__ import annotations
 
 import csv
-import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -23,19 +21,7 @@ from grader import batch
 from tools import build
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-VENV_BIN = pathlib.Path(sys.executable).parent
 CELL_TIMEOUT = 120
-
-
-def plain_environment() -> dict:
-    """An instructor's shell: the data and weights set, the environment not activated."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = os.pathsep.join(
-        folder
-        for folder in env.get("PATH", "").split(os.pathsep)
-        if folder and pathlib.Path(folder).resolve() != VENV_BIN.resolve()
-    )
-    return env
 
 
 def standalone_course(dest: pathlib.Path) -> pathlib.Path:
@@ -62,7 +48,7 @@ def grade_solution(python: str, where: pathlib.Path) -> tuple[subprocess.Complet
         [python, "-m", "grader.batch", "in", "--course", "course", "--workers", "1"]
         + ["--cell-timeout", str(CELL_TIMEOUT)],
         cwd=where,
-        env=plain_environment(),
+        env=sample.instructor_environment(),
         capture_output=True,
         text=True,
         timeout=900,
