@@ -299,7 +299,7 @@ def plain_feedback(student: str, points: dict, comments: dict, why: str) -> str:
     total = sum(points.values())
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(FEEDBACK_POLICY)}">'
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(FEEDBACK_POLICY, quote=False)}">'
         f"<title>Feedback: {html.escape(ASSIGNMENT)}</title></head><body>"
         f"<h1>Feedback: {html.escape(ASSIGNMENT)} ({html.escape(student)})</h1>"
         f"<p>Your notebook is not shown here: {html.escape(why)}. Your grade stands: "
