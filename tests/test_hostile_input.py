@@ -778,10 +778,8 @@ def test_generate_feedback_command_is_bounded(graded):
     print(f"\nnbgrader generate_feedback, the markdown bomb: {seconds:.0f} s")
     assert result.returncode == 0, result.stdout[-3000:]
     page = (course / "feedback" / "a3_bomb" / ASSIGNMENT / f"{NOTEBOOK}.html").read_text()
-    assert (
-        "Your notebook is not shown here: rendering it took longer than "
-        f"{SETTINGS.feedback_cpu_seconds} s of processor time" in page
-    )
+    # Stopped by its processor-time limit (or, on a machine too busy, by the clock's).
+    assert "Your notebook is not shown here: rendering it took longer than " in page
     assert "Your grade stands: <b>13</b> points" in page
     assert 'http-equiv="Content-Security-Policy"' in page
     assert seconds < SETTINGS.feedback_timeout + 30  # unbounded: about 100 s on an idle machine
