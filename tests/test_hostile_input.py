@@ -424,6 +424,54 @@ def test_markdown_bomb_gets_plain_feedback_quickly(graded):
 
 
 @pytest.mark.slow
+def test_feedback_is_not_cut_short_by_a_busy_machine(graded, monkeypatch):
+    """Is a classmate's feedback still rendered in full when its process runs a tenth of the time (a busy machine), longer on the clock than the render's limit of processor time?"""
+    import dataclasses
+    import threading
+
+    import psutil
+
+    from grader import feedback
+    from grader.config import SETTINGS
+    from grader.course import db_url
+
+    # The clock's limit is a backstop, out of the way here: the render's own process keeps
+    # its limit of processor time, which is what is tested.
+    monkeypatch.setattr(feedback, "SETTINGS", dataclasses.replace(SETTINGS, feedback_timeout=600))
+
+    def starve(stop):  # stop the render 90 % of the time, without loading the machine
+        me = psutil.Process()
+        while not stop.is_set():
+            renders = []
+            with contextlib.suppress(psutil.Error):  # a process that has just ended
+                for child in me.children(recursive=True):
+                    if "grader.feedback" in " ".join(child.cmdline()):
+                        child.suspend()
+                        renders.append(child)
+            time.sleep(0.27)
+            for render in renders:
+                with contextlib.suppress(psutil.Error):
+                    render.resume()
+            time.sleep(0.03)
+
+    points, comments = feedback.scores(db_url(graded["course"]), "a0_ok")
+    stop = threading.Event()
+    thread = threading.Thread(target=starve, args=(stop,), daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        page, short = feedback.generate(graded["course"], "a0_ok", points, comments)
+    finally:
+        stop.set()
+        thread.join()
+    seconds = time.monotonic() - started
+    print(f"\nfeedback of a0_ok, stopped 90 % of the time: {seconds:.0f} s")
+    assert short is None, short
+    assert "data_augmenter_test" in page and "Your notebook is not shown here" not in page
+    assert seconds > SETTINGS.feedback_cpu_seconds  # a limit on the clock would have cut it
+
+
+@pytest.mark.slow
 def test_script_in_markdown_is_inert_in_feedback_and_formgrader_notebook(graded):
     """Is the student's <script>, onerror and javascript: link inert in the feedback and in the autograded notebook the formgrader shows?"""
     from grader.course import ASSIGNMENT, NOTEBOOK
