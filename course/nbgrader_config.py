@@ -73,6 +73,11 @@ c.GenerateFeedback.preprocessors = [
     # Students receive the feedback HTML only: no timestamp.txt, no grading.json.
     "grader.feedback_folder.FeedbackHtmlOnly",
 ]
+# Feedback is rendered in a process of its own with a time and a memory limit, here (the
+# command, the formgrader's button) as in the batch; a notebook too large or too slow to
+# render gets a short plain page, and its grade stands. Every page carries a
+# Content-Security-Policy that runs no script (grader/feedback.py).
+c.GenerateFeedback.exporter_class = "grader.feedback.BoundedFeedback"
 
 # --- What a student wrote is hostile input ------------------------------------------
 # The autograded notebook (what the formgrader shows) and the feedback keep the student's

@@ -27,7 +27,10 @@ class Settings:
     parent_start_timeout: float = 180  # s
     # Feedback of one submission, rendered in a process of its own (grader/feedback.py);
     # past any of these the student gets a short plain feedback, and the grade stands.
-    feedback_timeout: float = 20  # s
+    # The limit that stops a slow render is processor time, which a busy machine does
+    # not use up (a correct notebook needs about 3 s); the wall-clock one is a backstop.
+    feedback_cpu_seconds: int = 20  # s of processor time
+    feedback_timeout: float = 60  # s of wall-clock time
     feedback_memory_mb: int = 2048  # MiB of address space
     feedback_max_notebook_mb: int = 8  # MiB of autograded notebook
     # What a submission may hand in (grader/submissions.py).

@@ -14,13 +14,22 @@ Markdown output, are cleaned with nbconvert's own sanitizer (bleach) before an
 instructor's browser or a feedback file shows them. The locked cells, restored
 from the master by nbgrader, are left as they are.
 
-`generate()` renders one student's feedback in a process of its own, with a time
-and a memory limit (``grader.config``): the markdown a student hands over is
+`generate()` renders one student's feedback in a process of its own, with limits
+of processor time and memory (``grader.config``): a child forked for that student
+alone by the grading process's warm renderer (``grader/renderer.py``, which imported
+nbgrader once), so that a render costs well under a second. The markdown a student hands over is
 hostile input too (a 330 KB markdown cell can take minutes to render). A notebook
 too large or too slow to render gets a short plain feedback that says so, with its
-points; the grade stands.
+points; the grade stands. Every path goes through it: the batch's workers call it,
+and the course config makes `BoundedFeedback` the exporter of nbgrader's
+``GenerateFeedback`` (``nbgrader generate_feedback`` and the formgrader's button),
+which calls it too. In the child, `FeedbackHTML` renders in-process.
 
-    python -m grader.feedback COURSE_FOLDER STUDENT     (what generate() runs)
+Every feedback page carries a Content-Security-Policy in its head (`FEEDBACK_POLICY`,
+in a ``<meta>``, which holds when the file is opened from disk; the formgrader's
+server also sends it as a header): no script runs in it at all, so neither does
+MathJax, and math shows as its TeX source. The course's notebook has no math; a
+student's math is shown as typed.
 """
 
 from __future__ import annotations
@@ -30,14 +39,15 @@ import os
 import pathlib
 import re
 import resource
-import sys
+import signal
 
+from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List
 
 from . import renderer
 from .config import SETTINGS
-from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK, nbgrader_meta
+from .course import ASSIGNMENT, HIDDEN_BEGIN, HIDDEN_END, NOTEBOOK, db_url, nbgrader_meta
 
 PLACEHOLDER = "# Hidden tests ran here. Their code is not shown; their messages are below."
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -160,6 +170,84 @@ class SanitizeStudentContent(NbGraderPreprocessor):
 # Rendering one student's feedback with a time and a memory limit
 # --------------------------------------------------------------------------------------
 
+# No script, plugin, frame, form or remote resource; the page's own styles and the
+# outputs' images (data: URLs) only. The same policy as a <meta> in every feedback
+# file and as a header where the formgrader's server sends one (grader/formgrader.py).
+FEEDBACK_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'none'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "font-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+    ]
+)
+TEMPLATES = pathlib.Path(__file__).resolve().with_name("templates")
+
+
+def nbgrader_templates() -> str:
+    """nbgrader's own templates folder (its ``feedback`` and ``formgrade`` templates)."""
+    import nbgrader.server_extensions.formgrader.handlers as handlers
+
+    return handlers.template_path
+
+
+class FeedbackHTML(HTMLExporter):
+    """nbgrader's feedback page with `FEEDBACK_POLICY` in its head, rendered in this process.
+
+    Its template (``grader/templates/feedback_csp``) is nbgrader's ``feedback``, whose
+    ``mathjax()`` call, in the head before any cell, puts the policy's ``<meta>`` there
+    instead of loading MathJax. Only the child process of `generate()` uses it.
+    """
+
+    def __init__(self, **kwargs):
+        # Given here, they win over the config: nbgrader's GenerateFeedback sets both for
+        # every HTMLExporter.
+        kwargs["extra_template_basedirs"] = [str(TEMPLATES), nbgrader_templates()]
+        kwargs["template_name"] = "feedback_csp"
+        super().__init__(**kwargs)
+
+    def _create_environment(self):
+        environment = super()._create_environment()
+        environment.globals["feedback_policy"] = FEEDBACK_POLICY
+        return environment
+
+
+class BoundedFeedback(FeedbackHTML):
+    """The exporter of nbgrader's GenerateFeedback in the course config: renders with limits.
+
+    nbgrader hands it one autograded notebook; it renders the student's feedback with
+    `generate()` (a child process with a time and a memory limit) and returns that page,
+    or the plain one, for nbgrader to write. Nothing a student wrote is processed here.
+    """
+
+    def from_filename(self, filename, resources=None, **kw):
+        info = (resources or {}).get("nbgrader", {})
+        student = info.get("student")
+        if not student or info.get("assignment") != ASSIGNMENT:
+            raise ValueError(f"not a feedback of this course: {filename}")
+        folder = getattr(getattr(self.parent, "coursedir", None), "root", None) or os.getcwd()
+        points, comments = scores(info.get("db_url") or db_url(folder), student)
+        page, short = generate(folder, student, points, comments)
+        if short:
+            self.log.warning("Feedback of %s is the plain page: %s", student, short)
+        resources = self._init_resources(resources)
+        resources["output_extension"] = self.file_extension
+        return page, resources
+
+
+def scores(url: str, student: str) -> tuple[dict, dict]:
+    """``({test cell: points}, {cell: automatic comment})`` of ``student`` in the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url) as gradebook:
+        notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
+        points = {g.name: float(g.score or 0) for g in notebook.grades}
+        comments = {c.name: c.auto_comment for c in notebook.comments if c.auto_comment}
+    return points, comments
+
 
 def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, str | None]:
     """Render ``student``'s feedback from the autograded notebook in the course ``folder``.
@@ -174,13 +262,21 @@ def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, s
     if size > SETTINGS.feedback_max_notebook_mb * 2**20:
         why = f"the notebook is larger than {SETTINGS.feedback_max_notebook_mb} MB"
         return plain_feedback(student, points, comments, why), why
-    returncode, text = renderer.shared().render(folder.resolve(), student)
+    returncode, text = renderer.shared().render(
+        folder.resolve(),
+        student,
+        seconds=SETTINGS.feedback_timeout,
+        cpu_seconds=SETTINGS.feedback_cpu_seconds,
+        memory_mb=SETTINGS.feedback_memory_mb,
+    )
     if returncode is None:
-        why = f"rendering it took longer than {SETTINGS.feedback_timeout} s"
+        why = f"rendering it took longer than {SETTINGS.feedback_timeout:g} s"
         return plain_feedback(student, points, comments, why), why
     if returncode == 0 and target.is_file():
         return target.read_text(encoding="utf-8"), None
-    if "MemoryError" in text or returncode < 0:
+    if returncode == -signal.SIGXCPU:  # the processor-time limit (render_limited())
+        why = f"rendering it took longer than {SETTINGS.feedback_cpu_seconds} s of processor time"
+    elif "MemoryError" in text or returncode < 0:
         why = f"rendering it needed more than {SETTINGS.feedback_memory_mb} MB"
     else:
         why = f"it could not be rendered ({(text.strip().splitlines() or ['no output'])[-1][:200]})"
@@ -197,6 +293,7 @@ def plain_feedback(student: str, points: dict, comments: dict, why: str) -> str:
     total = sum(points.values())
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{html.escape(FEEDBACK_POLICY, quote=False)}">'
         f"<title>Feedback: {html.escape(ASSIGNMENT)}</title></head><body>"
         f"<h1>Feedback: {html.escape(ASSIGNMENT)} ({html.escape(student)})</h1>"
         f"<p>Your notebook is not shown here: {html.escape(why)}. Your grade stands: "
@@ -217,6 +314,8 @@ def _render(folder: str, student: str) -> None:
     coursedir = CourseDirectory(config=config)
     coursedir.assignment_id = ASSIGNMENT
     coursedir.student_id = student
+    # Rendered here, in this limited process: not BoundedFeedback, which would start another.
+    config.GenerateFeedback.exporter_class = FeedbackHTML
     converter = GenerateFeedback(coursedir=coursedir, config=config)
     converter.force = True
     os.chdir(folder)
@@ -230,16 +329,10 @@ def preload() -> None:
     from . import feedback_folder  # noqa: F401
 
 
-def render_limited(folder: str, student: str) -> None:
-    """Render one student's feedback under the feedback's limits (in the renderer's child)."""
-    limit = SETTINGS.feedback_memory_mb * 2**20
+def render_limited(folder: str, student: str, cpu_seconds: int, memory_mb: int) -> None:
+    """Render one student's feedback under these limits (in a child of the renderer)."""
+    limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # SIGXCPU at the limit ends the process (SIGKILL 5 s later, were it ignored).
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 5))
     _render(folder, student)
-
-
-def main() -> None:
-    render_limited(sys.argv[1], sys.argv[2])
-
-
-if __name__ == "__main__":
-    main()

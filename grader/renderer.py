@@ -5,10 +5,10 @@
 Importing nbgrader and nbconvert takes about 2 s, most of what one feedback costs. The
 renderer (``python -m grader.renderer``, one per grading process) imports them once and
 then serves one request per line on its standard input. For each request it forks a
-child, which puts itself in a process group of its own, takes the feedback's limits and
-renders (``feedback.render_limited``); the renderer waits for it, kills its whole group
-when it runs past ``SETTINGS.feedback_timeout``, and answers with its exit status
-(``None``: out of time). The renderer itself never reads a notebook: what one student
+child, which puts itself in a process group of its own, takes the limits of the request
+(processor time, memory) and renders (``feedback.render_limited``); the renderer waits
+for it, kills its whole group when it runs past the request's time on the clock, and
+answers with its exit status (``None``: out of time). The renderer itself never reads a notebook: what one student
 handed over is only ever processed in that student's child, which is gone before the
 next request is read. It is single-threaded, so forking it is safe.
 
@@ -29,8 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-
-from .config import SETTINGS
 
 # Seconds the caller waits beyond the render's own time-out before it gives up on the
 # renderer (which should have answered by then) and starts a new one.
@@ -58,14 +56,13 @@ class Renderer:
             )
         return self.process
 
-    def render(self, folder, student: str, seconds: float | None = None):
+    def render(self, folder, student: str, seconds: float, cpu_seconds: int, memory_mb: int):
         """Render ``student``'s feedback in the course ``folder`` in a limited child.
 
-        Returns ``(exit status, the end of its output)``; the status is None when the
-        render ran out of its ``seconds`` (default ``SETTINGS.feedback_timeout``): the
-        child and its group are then dead.
+        The child gets ``cpu_seconds`` of processor time and ``memory_mb`` of address
+        space. Returns ``(exit status, the end of its output)``; the status is None when
+        it ran past ``seconds`` on the clock: the child and its group are then dead.
         """
-        seconds = SETTINGS.feedback_timeout if seconds is None else seconds
         with self.lock, tempfile.NamedTemporaryFile(prefix="alpaca-render-") as log:
             process = self._start()
             request = {
@@ -73,6 +70,8 @@ class Renderer:
                 "student": student,
                 "log": log.name,
                 "seconds": seconds,
+                "cpu_seconds": cpu_seconds,
+                "memory_mb": memory_mb,
             }
             try:
                 process.stdin.write(json.dumps(request).encode() + b"\n")
@@ -154,7 +153,9 @@ def _child(feedback, request: dict) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         sys.stdin.close()
-        feedback.render_limited(request["folder"], request["student"])
+        feedback.render_limited(
+            request["folder"], request["student"], request["cpu_seconds"], request["memory_mb"]
+        )
         code = 0
     except BaseException:  # noqa: BLE001 -- reported through the log and the exit status
         import traceback

@@ -169,16 +169,6 @@ def _failure(log: str) -> str:
     return errors[0].split("]", 1)[-1].strip() if errors else "see the log"
 
 
-def _scores(folder: pathlib.Path, student: str) -> tuple[dict, dict]:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(db_url(folder)) as gradebook:
-        notebook = gradebook.find_submission_notebook(NOTEBOOK, ASSIGNMENT, student)
-        points = {g.name: float(g.score or 0) for g in notebook.grades}
-        comments = {c.name: c.auto_comment for c in notebook.comments if c.auto_comment}
-    return points, comments
-
-
 def grade_submission(bundle: dict, task: dict) -> dict:
     """Grade one submission; return the result as data (see the module doc).
 
@@ -221,7 +211,7 @@ def grade_submission(bundle: dict, task: dict) -> dict:
             detail = _failure(log.getvalue())
             result.update(status=f"autograde failed: {detail[:200]}", log=log.getvalue())
             return {**result, "seconds": round(time.monotonic() - started, 1)}
-        result["points"], result["comments"] = _scores(folder, student)
+        result["points"], result["comments"] = feedback.scores(db_url(folder), student)
         result["autograded"] = (autograded / f"{NOTEBOOK}.ipynb").read_text(encoding="utf-8")
         try:
             how = json.loads((autograded / STATUS_FILE).read_text(encoding="utf-8"))

@@ -29,6 +29,7 @@ from traitlets.config.loader import PyFileConfigLoader
 
 from grader import batch, plan, renderer, submissions
 from grader import course as course_module
+from grader.config import SETTINGS
 from grader.course import ASSIGNMENT, NOTEBOOK
 from grader.feedback import HideHiddenTests, significant
 from tools import build
@@ -458,23 +459,28 @@ def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
     shutil.copytree(graded["course"], course)
     page = course / "feedback" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.html"
     warm = renderer.Renderer()
+    limits = {
+        "seconds": SETTINGS.feedback_timeout,
+        "cpu_seconds": SETTINGS.feedback_cpu_seconds,
+        "memory_mb": SETTINGS.feedback_memory_mb,
+    }
     try:
-        assert warm.render(course, "solution")[0] == 0
+        assert warm.render(course, "solution", **limits)[0] == 0
         first = warm.process.pid
         page.unlink()
-        returncode, output = warm.render(course, "solution")
+        returncode, output = warm.render(course, "solution", **limits)
         assert returncode == 0, output
         assert warm.process.pid == first, "a new renderer was started for the second render"
         assert "alpaca_model_test" in page.read_text(encoding="utf-8")
         # Out of time: nothing of the child is left, and the renderer answers the next one.
-        assert warm.render(course, "solution", seconds=0.01)[0] is None
+        assert warm.render(course, "solution", **{**limits, "seconds": 0.01})[0] is None
         left = [p.pid for p in psutil.process_iter() if _group(p) == warm.last_child]
         assert not psutil.pid_exists(warm.last_child) and not left, left
-        assert warm.render(course, "solution")[0] == 0 and warm.process.pid == first
+        assert warm.render(course, "solution", **limits)[0] == 0 and warm.process.pid == first
         # A renderer that died is started again.
         os.killpg(first, signal.SIGKILL)
         warm.process.wait()
-        assert warm.render(course, "solution")[0] == 0
+        assert warm.render(course, "solution", **limits)[0] == 0
         assert warm.process.pid != first
     finally:
         warm.close()

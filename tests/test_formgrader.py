@@ -2,7 +2,8 @@
 
 An instructor's path: open the formgrader, autograde a submission with its button,
 see its score and its flag (the kernel died in one cell), and open its feedback, which
-says in one plain sentence per test cell what happened. Screenshots go to build/formgrader/.
+says in one plain sentence per test cell what happened and runs no script. Screenshots go
+to build/formgrader/.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def test_formgrader_autogrades_flags_and_shows_feedback(tmp_path):
         row.locator(".generate-feedback a").click()
         page.locator("#success-modal, #error-modal").first.wait_for()
         assert page.locator("#success-modal").count() == 1, server.log()[-3000:]
-        page.goto(server.url(f"/files/feedback/ann/{ASSIGNMENT}/{NOTEBOOK}.html"))
+        answer = page.goto(server.url(f"/files/feedback/ann/{ASSIGNMENT}/{NOTEBOOK}.html"))
+        policy = answer.headers.get("content-security-policy", "")
         text = page.locator("body").inner_text()
         page.screenshot(path=str(SCREENSHOTS / "feedback.png"), full_page=True)
     assert "This test cell could not run" in text, text[-3000:]
@@ -98,3 +100,7 @@ def test_formgrader_autogrades_flags_and_shows_feedback(tmp_path):
     assert "every other test cell was graded as usual" in text
     feedback = course / "feedback" / "ann" / ASSIGNMENT
     assert sorted(p.name for p in feedback.iterdir()) == [f"{NOTEBOOK}.html"]
+    # Made by the button through grader.feedback.generate(): no script runs in it.
+    assert "script-src 'none'" in policy and "sandbox" in policy, policy
+    head = (feedback / f"{NOTEBOOK}.html").read_text().split("</head>", 1)[0]
+    assert 'http-equiv="Content-Security-Policy"' in head and "script-src 'none'" in head

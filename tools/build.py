@@ -108,7 +108,7 @@ def normalise(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def copy_course(dest: pathlib.Path) -> pathlib.Path:
     """Copy the nbgrader course into ``dest`` (learner files as real files); return dest.
 
-    The config is linked, not copied: it imports the grader package beside course/.
+    The configs are linked, not copied: they import the grader package beside course/.
     """
     shutil.copytree(
         COURSE / "source",
@@ -116,7 +116,8 @@ def copy_course(dest: pathlib.Path) -> pathlib.Path:
         symlinks=False,
         ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
     )
-    (dest / "nbgrader_config.py").symlink_to(COURSE / "nbgrader_config.py")
+    for config in ("nbgrader_config.py", "jupyter_server_config.py"):
+        (dest / config).symlink_to(COURSE / config)
     return dest
 
 
