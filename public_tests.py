@@ -511,8 +511,8 @@ def fine_tune_compile_test(
 
 
 def produce_fine_tune(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE_LEARNING_RATE):
-    """Pass a fresh frozen model to your fine_tune(); record the model afterwards."""
-    model, _ = tu.model_for_fine_tuning(FINE_TUNE_IMAGE_SHAPE, base_learning_rate)
+    """Pass a frozen model, as fresh, to your fine_tune(); record the model afterwards."""
+    model, _ = tu.handed_over_model(FINE_TUNE_IMAGE_SHAPE, base_learning_rate)
     optimizer = model.optimizer
     returned, error = tu.call_learner(target, model, fine_tune_at, base_learning_rate)
     if error:
