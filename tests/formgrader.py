@@ -6,8 +6,9 @@
 
 The command is the README's line (section "The formgrader"), run by the shell in the
 course folder with the port filled in; the token is read from what the server prints,
-as an instructor reads it. Used by the formgrader's browser test and by the tests of
-what a submission can put in front of an instructor (hostile HTML and markdown).
+as an instructor reads it. Used by the formgrader's browser test, by the tests of
+what a submission can put in front of an instructor (hostile HTML and markdown), and
+(``chromium``, ``free_port``) by the learner's JupyterLab test.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import contextlib
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,23 +22,10 @@ import urllib.request
 
 import nbformat
 import pytest
-from playwright.sync_api import sync_playwright
+from formgrader import chromium, free_port
 
 from tools import build
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-# As root on these machines Chromium needs --no-sandbox, and without the networking
-# flags it keeps trying to reach Google's hosts through the closed network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOTS = build.ROOT / "build" / "browser"
 NOTEBOOK = f"{build.ASSIGNMENT}.ipynb"
 # Seconds: generous, for 2 busy cores. Importing TensorFlow alone takes about 5 s.
@@ -67,12 +53,6 @@ SETTINGS = {
     "notebook-extension/tracker": '{"windowingMode": "none"}',
     "apputils-extension/notification": '{"fetchNews": "false"}',
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -148,28 +128,13 @@ def jupyterlab(release, tmp_path_factory, dataset_dir, weights_dir):
 @pytest.fixture(scope="module")
 def page(jupyterlab, tmp_path_factory):
     """A page of Debian's Chromium, driven by Playwright."""
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: this test drives Debian's Chromium. Install it with "
-            "`sudo apt-get install chromium` (as root, `make test` installs it)."
-        )
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),  # an empty --user-data-dir
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 1000},
-        )
-        context.set_default_timeout(CELL_TIMEOUT * 1000)
-        page = context.new_page()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), CELL_TIMEOUT) as page:
         try:
             yield page
         finally:
             # The page as the test left it, passed or failed, for a person to look at.
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "last_page.png"))
-            context.close()
 
 
 def cell_index(release, grade_id: str) -> int:
