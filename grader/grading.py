@@ -41,12 +41,6 @@ from .sandbox.watch import Follow
 REFERENCES = "references.json"  # the course's references, in a checker run's folder
 RECORDS = f"{sandbox.SCRATCH}/records"  # where the student's run writes them, and the
 # checker's run finds their copies
-# Times the student's run is started again after a step that crashed or hung.
-RESTARTS = 3
-# Seconds a step may outlive its time limit after the driver interrupted it (as
-# nbgrader interrupts a cell) before the host kills the sandbox: only a kernel that
-# ignores the interrupt is killed.
-INTERRUPT_GRACE = 15
 # The checker's own limits: it runs the course's code only, on records of bounded size.
 CHECKER_LIMITS = sandbox.Limits(
     wall_seconds=SETTINGS.checker_timeout,
