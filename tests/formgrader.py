@@ -8,7 +8,7 @@ The command is the README's line (section "The formgrader"), run by the shell in
 course folder with the port filled in; the token is read from what the server prints,
 as an instructor reads it. Used by the formgrader's browser test, by the tests of
 what a submission can put in front of an instructor (hostile HTML and markdown), and
-(``chromium``, ``free_port``) by the learner's JupyterLab test.
+(``chromium``, ``free_port``, ``wait_until_answers``) by the learner's JupyterLab test.
 """
 
 from __future__ import annotations
@@ -46,6 +46,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_until_answers(server: subprocess.Popen, url: str, log: pathlib.Path, what: str) -> None:
+    """Wait until ``url`` answers 200; fail with ``log`` when ``server`` exits or is too slow."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if server.poll() is not None:
+            pytest.fail(f"{what} exited ({server.returncode}):\n{log.read_text()}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer in {STARTUP_TIMEOUT} s:\n{log.read_text()}")
+        time.sleep(0.5)
 
 
 def readme_command() -> str:

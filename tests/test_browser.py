@@ -11,25 +11,22 @@ failure, the answer passing, and the page as the test left it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pathlib
 import re
 import subprocess
 import sys
 import time
-import urllib.request
 
 import nbformat
 import pytest
-from formgrader import chromium, free_port
+from formgrader import chromium, free_port, wait_until_answers
 
 from tools import build
 
 SCREENSHOTS = build.ROOT / "build" / "browser"
 NOTEBOOK = f"{build.ASSIGNMENT}.ipynb"
-# Seconds: generous, for 2 busy cores. Importing TensorFlow alone takes about 5 s.
-STARTUP_TIMEOUT = 120
+# Seconds a cell may take: generous, for 2 busy cores (importing TensorFlow alone: about 5 s).
 CELL_TIMEOUT = 240
 
 # Exercise 1 answered as a learner might: not the master's solution, but correct.
@@ -104,17 +101,7 @@ def jupyterlab(release, tmp_path_factory, dataset_dir, weights_dir):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited ({server.returncode}):\n{log.read_text()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/api/status", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not answer in {STARTUP_TIMEOUT} s:\n{log.read_text()}")
-            time.sleep(0.5)
+        wait_until_answers(server, f"{url}/api/status", log, "JupyterLab")
         yield url
     finally:
         server.terminate()

@@ -521,14 +521,10 @@ c.ServerApp.jpserver_extensions = {{"nbgrader.server_extensions.formgrader": Tru
 @pytest.fixture(scope="module")
 def bare_formgrader(graded, tmp_path_factory):
     """nbgrader's own formgrader (no Content-Security-Policy) on the graded course: URL, log."""
-    import contextlib
-    import socket
-    import urllib.request
+    from formgrader import free_port, wait_until_answers
 
     home = tmp_path_factory.mktemp("bare-formgrader")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     (home / "config").mkdir()
     (home / "config" / "jupyter_server_config.py").write_text(
         FORMGRADER_CONFIG.format(port=port, root=str(graded["course"]))
@@ -550,17 +546,7 @@ def bare_formgrader(graded, tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the formgrader exited ({server.returncode}):\n{log.read_text()}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/formgrader", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the formgrader did not answer in 120 s:\n{log.read_text()}")
-            time.sleep(0.5)
+        wait_until_answers(server, f"{url}/formgrader", log, "the formgrader")
         yield {"url": url, "log": log}
     finally:
         server.terminate()
