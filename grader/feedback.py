@@ -17,8 +17,8 @@ from the master by nbgrader, are left as they are.
 `generate()` renders one student's feedback in a process of its own, with limits
 of processor time and memory (``grader.config``): a child forked for that student
 alone by the grading process's warm renderer (``grader/renderer.py``, which imported
-nbgrader once), so that a render costs well under a second. The markdown a student hands over is
-hostile input too (a 330 KB markdown cell can take minutes to render). A notebook
+nbgrader once), so that a render costs well under a second. The markdown a student
+hands over is hostile input too (a 330 KB markdown cell can take minutes to render). A notebook
 too large or too slow to render gets a short plain feedback that says so, with its
 points; the grade stands. Every path goes through it: the batch's workers call it,
 and the course config makes `BoundedFeedback` the exporter of nbgrader's
@@ -262,13 +262,17 @@ def generate(folder, student: str, points: dict, comments: dict) -> tuple[str, s
     if size > SETTINGS.feedback_max_notebook_mb * 2**20:
         why = f"the notebook is larger than {SETTINGS.feedback_max_notebook_mb} MB"
         return plain_feedback(student, points, comments, why), why
-    returncode, text = renderer.shared().render(
-        folder.resolve(),
-        student,
-        seconds=SETTINGS.feedback_timeout,
-        cpu_seconds=SETTINGS.feedback_cpu_seconds,
-        memory_mb=SETTINGS.feedback_memory_mb,
-    )
+    try:
+        returncode, text = renderer.shared().render(
+            folder.resolve(),
+            student,
+            seconds=SETTINGS.feedback_timeout,
+            cpu_seconds=SETTINGS.feedback_cpu_seconds,
+            memory_mb=SETTINGS.feedback_memory_mb,
+        )
+    except renderer.RendererGone as error:
+        why = f"it could not be rendered ({error})"
+        return plain_feedback(student, points, comments, why), why
     if returncode is None:
         why = f"rendering it took longer than {SETTINGS.feedback_timeout:g} s"
         return plain_feedback(student, points, comments, why), why

@@ -1,6 +1,6 @@
 """A warm process that renders feedback: nbgrader imported once, a limited child per student.
 
-    returncode, output = renderer.shared().render(folder, student)
+    returncode, output = renderer.shared().render(folder, student, seconds, cpu_seconds, memory_mb)
 
 Importing nbgrader and nbconvert takes about 2 s, most of what one feedback costs. The
 renderer (``python -m grader.renderer``, one per grading process) imports them once and
@@ -8,12 +8,13 @@ then serves one request per line on its standard input. For each request it fork
 child, which puts itself in a process group of its own, takes the limits of the request
 (processor time, memory) and renders (``feedback.render_limited``); the renderer waits
 for it, kills its whole group when it runs past the request's time on the clock, and
-answers with its exit status (``None``: out of time). The renderer itself never reads a notebook: what one student
-handed over is only ever processed in that student's child, which is gone before the
-next request is read. It is single-threaded, so forking it is safe.
+answers with its exit status (``None``: out of time). The renderer itself never reads a
+notebook: what one student handed over is only ever processed in that student's child,
+which is gone before the next request is read. It is single-threaded, so forking it is
+safe.
 
-A renderer that died, or stopped answering, is killed and started again by the next
-`Renderer.render`.
+A renderer that stopped answering is killed (`RendererGone`), and one that died is
+started again, by the next `Renderer.render`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ import time
 # renderer (which should have answered by then) and starts a new one.
 ANSWER_GRACE = 30
 OUTPUT_BYTES = 64_000  # the end of a child's output that the caller gets back
+
+
+class RendererGone(RuntimeError):
+    """The renderer died or stopped answering (not the render running out of time)."""
 
 
 class Renderer:
@@ -62,6 +67,7 @@ class Renderer:
         The child gets ``cpu_seconds`` of processor time and ``memory_mb`` of address
         space. Returns ``(exit status, the end of its output)``; the status is None when
         it ran past ``seconds`` on the clock: the child and its group are then dead.
+        Raises `RendererGone` when the renderer itself did not answer.
         """
         with self.lock, tempfile.NamedTemporaryFile(prefix="alpaca-render-") as log:
             process = self._start()
@@ -81,7 +87,7 @@ class Renderer:
                 answer = None
             if answer is None:  # the renderer died or hangs: a new one next time
                 self.close()
-                return None, "the feedback renderer stopped answering"
+                raise RendererGone("the feedback renderer stopped answering")
             log.seek(0, os.SEEK_END)
             log.seek(max(0, log.tell() - OUTPUT_BYTES))
             self.last_child = answer["pid"]
