@@ -327,10 +327,26 @@ def _render(folder: str, student: str) -> None:
 
 
 def preload() -> None:
-    """Import what rendering needs (the renderer does, once, before it forks)."""
+    """Import, and warm, what rendering needs (the renderer does, once, before it forks).
+
+    Besides the imports, each render would also import the gradebook's SQLite dialect,
+    pygments' lexers and mistune's plugins, and compile their patterns, again in every
+    child. Here they are used once, on text written here (never a student's), so that
+    the children inherit them ready.
+    """
+    import sqlalchemy.dialects.sqlite  # noqa: F401 -- the gradebook
+    from bs4 import BeautifulSoup
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
     from nbgrader.converters import GenerateFeedback  # noqa: F401
 
     from . import feedback_folder  # noqa: F401
+
+    Highlight2HTML(pygments_lexer="ipython3")("import numpy as np\nx = np.ones(3)  # a\n")
+    BeautifulSoup(
+        markdown2html_mistune("# A\n\n*b* `c` [d](e.html)\n\n- [ ] f\n\n| g |\n|---|\n| h |\n"),
+        features="html.parser",
+    ).select("img:not([alt])")
 
 
 def render_limited(folder: str, student: str, cpu_seconds: int, memory_mb: int) -> None:

@@ -21,6 +21,7 @@ into cell outputs; nothing here knows about nbgrader's files or gradebook.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -29,6 +30,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 import time
 
 from . import kernels, plan, sandbox
@@ -289,20 +291,32 @@ class References:
     ImageNet weights depend on Keras and the weights file alone. A checker run that judges
     nothing (no record, no student) computes them; every later run of the same parent gets
     them as a file instead of building MobileNetV2 again (``test_utils.import_references``).
+    The first grading asks for them before the student's run, which they then overlap.
     """
 
     def __init__(self, parent, folder: pathlib.Path):
         self.parent, self.folder = parent, folder
-        self.made: dict[str, pathlib.Path | None] = {}
+        self.made: dict[str, concurrent.futures.Future] = {}
+        self.lock = threading.Lock()
 
-    def for_calls(self, calls) -> pathlib.Path | None:
+    def for_calls(self, calls, wait: bool = True) -> pathlib.Path | None:
         """The references file for these calls; None when they could not be made (then
-        each checker run computes what it needs, and says what is missing, by itself)."""
+        each checker run computes what it needs, and says what is missing, by itself).
+
+        ``wait=False`` starts making them in the background and returns None at once.
+        """
         # The image shapes as the calls give them; null: the test's default, which only
         # the course's public_tests.py knows (the checker's run reads it there).
         shapes = sorted({json.dumps(c["kwargs"].get("image_shape")) for c in calls})
         key = hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
-        if key not in self.made:
+        with self.lock:
+            if key not in self.made:
+                future = self.made[key] = concurrent.futures.Future()
+                threading.Thread(target=self._make, args=(future, shapes, key), daemon=True).start()
+        return self.made[key].result() if wait else None
+
+    def _make(self, future, shapes, key) -> None:
+        try:
             request = _checker_request(
                 "", prepare=[json.loads(shape) for shape in shapes], result=REFERENCES
             )
@@ -314,8 +328,9 @@ class References:
                     path.write_bytes(data)
                 except (OSError, ValueError):
                     path = None
-            self.made[key] = path
-        return self.made[key]
+            future.set_result(path)
+        except BaseException as error:  # noqa: BLE001 -- raised again in the caller's thread
+            future.set_exception(error)
 
 
 def _checker_request(root: str, result: str, **fields) -> dict:
@@ -393,6 +408,7 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
             if parents.references is None:
                 parents.references = References(parents.checker, parents.work)
             references = parents.references
+            references.for_calls([{"kwargs": c.kwargs} for s in steps for c in s.calls], False)
         else:
             kernels.copy_files(learner_files, pathlib.Path(root), work / "assignment")
             student = _Plain(work, kernels.STUDENT_SCRIPTS, "driver", options)

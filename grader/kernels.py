@@ -131,6 +131,10 @@ class Kernels:
             memory_mb=SETTINGS.checker_memory_mb,
         )
         self.references = None  # grading.References, set by grading on first use
+        # The two zygotes import TensorFlow at the same time (seconds each), before the
+        # first run needs them.
+        self.student.start_soon()
+        self.checker.start_soon()
 
     @classmethod
     def of(cls, learner_files, root, options) -> Kernels:

@@ -61,6 +61,11 @@ class Renderer:
             )
         return self.process
 
+    def start(self) -> None:
+        """Start the renderer now: it imports nbgrader while the caller does other work."""
+        with self.lock:
+            self._start()
+
     def render(self, folder, student: str, seconds: float, cpu_seconds: int, memory_mb: int):
         """Render ``student``'s feedback in the course ``folder`` in a limited child.
 

@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import time
 
-from . import feedback
+from . import feedback, renderer
 from .course import ASSIGNMENT, NOTEBOOK, db_url
 from .execute import STATUS_FILE
 from .preflight import PreflightFailed
@@ -61,8 +61,12 @@ def course_bundle(course: pathlib.Path, template_db: pathlib.Path) -> dict:
 
 
 def unpack_course(bundle: dict) -> dict:
-    """The task that puts the course on a worker: unpacked once, then handed to each grading."""
+    """The task that puts the course on a worker: unpacked once, then handed to each grading.
+
+    The feedback renderer starts here too, so that it is ready by the first feedback.
+    """
     Course.get(bundle)
+    renderer.shared().start()
     return bundle
 
 

@@ -165,6 +165,21 @@ class WarmParent:
             + (session.result.output[-2000:] if session.result else "no output")
         )
 
+    def start_soon(self) -> None:
+        """Start the zygote in the background, so that the first run finds it ready.
+
+        A start that fails leaves nothing behind: the first run then starts the zygote
+        again, and says why it cannot.
+        """
+
+        def start():
+            with self.lock:
+                if self.session is None:
+                    with contextlib.suppress(Exception):
+                        self.session = self._start()
+
+        threading.Thread(target=start, daemon=True).start()
+
     def _stop(self, why: str) -> None:
         session, self.session = self.session, None
         if session is not None:
