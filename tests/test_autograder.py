@@ -453,8 +453,9 @@ def test_nbgrader_generate_feedback_is_quiet_and_html_only(graded):
 
 @pytest.mark.slow
 def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
-    """Does one warm renderer render feedback after feedback, kill a render that runs out of
-    time with its whole process group, and come back after it was killed itself?"""
+    """Does one warm renderer, started before it is asked, render feedback after feedback,
+    kill a render that runs out of time with its whole process group, and come back after
+    it was killed itself?"""
     course = tmp_path / "course"
     shutil.copytree(graded["course"], course)
     page = course / "feedback" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.html"
@@ -465,8 +466,10 @@ def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
         "memory_mb": SETTINGS.feedback_memory_mb,
     }
     try:
-        assert warm.render(course, "solution", **limits)[0] == 0
+        warm.start()  # as a worker does when the course arrives: the first render uses it
         first = warm.process.pid
+        assert warm.render(course, "solution", **limits)[0] == 0
+        assert warm.process.pid == first, "start() did not start the renderer that renders"
         page.unlink()
         returncode, output = warm.render(course, "solution", **limits)
         assert returncode == 0, output

@@ -15,12 +15,14 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import psutil
 import pytest
 import sample
 
 from grader import grading, kernels, sandbox
+from grader.config import SETTINGS
 
 pytestmark = pytest.mark.slow
 MEMORY_MB = 1536  # a run's memory; the outer sandbox adds the zygote's (warm.PARENT_MB)
@@ -253,6 +255,27 @@ def test_a_memory_bomb_is_killed_and_the_next_run_is_fine(kernel):
     assert after.returncode == 0 and seen["processes"] == [1], after.output
 
 
+def test_both_zygotes_start_before_any_run_asks(tmp_path):
+    """Does making a course's Kernels start both zygotes in the background, ready before any
+    run, and does the first run then use the zygote started so?"""
+    files = [sample.ROOT / name for name in sample.LEARNER_FILES]
+    made = kernels.Kernels(files, sample.ROOT, grading.Options(memory_mb=MEMORY_MB + 1))
+    try:
+        deadline = time.monotonic() + SETTINGS.parent_start_timeout
+        while time.monotonic() < deadline and None in (made.student.session, made.checker.session):
+            time.sleep(0.2)
+        ready = [parent.session for parent in (made.student, made.checker)]
+        assert None not in ready, "a zygote was not started in the background"
+        assert made.student.count == made.checker.count == 0  # no run was asked for
+        first = zygote(made.student)
+        result, seen = run(made.student, LOOK)
+        assert result.returncode == 0 and seen["processes"] == [1], result.output
+        assert zygote(made.student) == first
+    finally:
+        made.student.close()
+        made.checker.close()
+
+
 def test_the_checker_answers_each_request_in_a_fresh_run(parents):
     """Does each checker request get a run of its own, which answers, and leaves no folder?"""
     request = {
@@ -280,6 +303,7 @@ def test_the_course_references_are_made_once_and_are_what_a_run_computes(parents
 
     references = grading.References(parents.checker, tmp_path)
     calls = [{"kwargs": {}}, {"kwargs": {"image_shape": (128, 128)}}]
+    assert references.for_calls(calls, wait=False) is None  # asked early: made meanwhile
     made = references.for_calls(calls)
     assert made is not None and made.is_file()
     assert references.for_calls([*reversed(calls), {"kwargs": {"image_shape": [128, 128]}}]) == made
