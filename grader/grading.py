@@ -299,12 +299,14 @@ class References:
         self.made: dict[str, concurrent.futures.Future] = {}
         self.lock = threading.Lock()
 
-    def for_calls(self, calls, wait: bool = True) -> pathlib.Path | None:
+    def for_calls(self, calls) -> pathlib.Path | None:
         """The references file for these calls; None when they could not be made (then
-        each checker run computes what it needs, and says what is missing, by itself).
+        each checker run computes what it needs, and says what is missing, by itself)."""
+        return self.prepare(calls).result()
 
-        ``wait=False`` starts making them in the background and returns None at once.
-        """
+    def prepare(self, calls) -> concurrent.futures.Future:
+        """Start making the references for these calls in the background, once; the
+        future's result is what `for_calls` returns."""
         # The image shapes as the calls give them; null: the test's default, which only
         # the course's public_tests.py knows (the checker's run reads it there).
         shapes = sorted({json.dumps(c["kwargs"].get("image_shape")) for c in calls})
@@ -313,7 +315,7 @@ class References:
             if key not in self.made:
                 future = self.made[key] = concurrent.futures.Future()
                 threading.Thread(target=self._make, args=(future, shapes, key), daemon=True).start()
-        return self.made[key].result() if wait else None
+            return self.made[key]
 
     def _make(self, future, shapes, key) -> None:
         try:
@@ -408,7 +410,7 @@ def grade(notebook, master, learner_files, root, options: Options = Options()) -
             if parents.references is None:
                 parents.references = References(parents.checker, parents.work)
             references = parents.references
-            references.for_calls([{"kwargs": c.kwargs} for s in steps for c in s.calls], False)
+            references.prepare([{"kwargs": c.kwargs} for s in steps for c in s.calls])
         else:
             kernels.copy_files(learner_files, pathlib.Path(root), work / "assignment")
             student = _Plain(work, kernels.STUDENT_SCRIPTS, "driver", options)

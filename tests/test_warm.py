@@ -303,9 +303,10 @@ def test_the_course_references_are_made_once_and_are_what_a_run_computes(parents
 
     references = grading.References(parents.checker, tmp_path)
     calls = [{"kwargs": {}}, {"kwargs": {"image_shape": (128, 128)}}]
-    assert references.for_calls(calls, wait=False) is None  # asked early: made meanwhile
+    started = references.prepare(calls)  # asked early: made meanwhile
     made = references.for_calls(calls)
     assert made is not None and made.is_file()
+    assert started.result() == made
     assert references.for_calls([*reversed(calls), {"kwargs": {"image_shape": [128, 128]}}]) == made
     assert len(references.made) == 1
     data = json.loads(made.read_text(encoding="utf-8"))
