@@ -257,6 +257,7 @@ def attacked(tmp_path_factory):
     course_before, environment_before = course_files(course), environment_files()
     out = tmp / "out"
     os.environ["GRADER_TEST_SECRET"] = secret
+    earlier = _batch_processes()  # warm parents of other test modules in this process
     start = time.monotonic()
     try:
         batch.run(
@@ -272,7 +273,7 @@ def attacked(tmp_path_factory):
         seconds = time.monotonic() - start
         del os.environ["GRADER_TEST_SECRET"]
         listener.stop()
-        left_running = _batch_processes()
+        left_running = [found for found in _batch_processes() if found not in earlier]
         course_after, environment_after = course_files(course), environment_files()
         probes = attacks.clean_up(probe_roots())
 
