@@ -522,7 +522,8 @@ def produce_fine_tune(target, fine_tune_at=FINE_TUNE_AT, base_learning_rate=BASE
         "returned": tu.returned_record(returned),
         "same_model": returned is model,
         "new_optimizer": model.optimizer is not optimizer,
-        "model": tu.model_record(model),
+        # Its flags only: the check builds the model it handed over (_rebuild_fine_tuned).
+        "model": tu.model_record(model, weights=False),
         "compile": json.loads(json.dumps(compile_config, default=str)),
     }
 
