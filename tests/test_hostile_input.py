@@ -425,7 +425,7 @@ def test_markdown_bomb_gets_plain_feedback_quickly(graded):
 
 @pytest.mark.slow
 def test_feedback_is_not_cut_short_by_a_busy_machine(graded, monkeypatch):
-    """Is a classmate's feedback still rendered in full when its process runs a tenth of the time (a busy machine), longer on the clock than the render's limit of processor time?"""
+    """Is a classmate's feedback still rendered in full when its process runs a fiftieth of the time (a busy machine), longer on the clock than the render's limit of processor time?"""
     import dataclasses
     import threading
 
@@ -441,20 +441,28 @@ def test_feedback_is_not_cut_short_by_a_busy_machine(graded, monkeypatch):
     limits = dataclasses.replace(SETTINGS, feedback_timeout=600, feedback_cpu_seconds=3)
     monkeypatch.setattr(feedback, "SETTINGS", limits)
 
-    def starve(stop):  # stop the render 90 % of the time, without loading the machine
+    # Stop the render 98 % of the time, without loading the machine: its wall time is then
+    # about 50 times its processor time, past the limit of 3 s even on a fast machine (a
+    # render that takes 0.15 s of processor time was stopped 90 % of the time for 1.5 s).
+    # A render is stopped within 5 ms of its start, not at the next round.
+    def starve(stop):
         me = psutil.Process()
         while not stop.is_set():
-            renders = []
-            with contextlib.suppress(psutil.Error):  # a process that has just ended
-                for child in me.children(recursive=True):
-                    if "grader.renderer" in " ".join(child.cmdline()):
-                        child.suspend()
-                        renders.append(child)
-            time.sleep(0.27)
-            for render in renders:
+            stopped = {}
+            until = time.monotonic() + 0.49
+            while time.monotonic() < until and not stop.is_set():
+                with contextlib.suppress(psutil.Error):  # a process that has just ended
+                    for child in me.children(recursive=True):
+                        if child.pid not in stopped and "grader.renderer" in " ".join(
+                            child.cmdline()
+                        ):
+                            child.suspend()
+                            stopped[child.pid] = child
+                time.sleep(0.005)
+            for render in stopped.values():
                 with contextlib.suppress(psutil.Error):
                     render.resume()
-            time.sleep(0.03)
+            time.sleep(0.01)
 
     points, comments = feedback.scores(db_url(graded["course"]), "a0_ok")
     feedback.generate(
@@ -470,7 +478,7 @@ def test_feedback_is_not_cut_short_by_a_busy_machine(graded, monkeypatch):
         stop.set()
         thread.join()
     seconds = time.monotonic() - started
-    print(f"\nfeedback of a0_ok, stopped 90 % of the time: {seconds:.0f} s")
+    print(f"\nfeedback of a0_ok, stopped 98 % of the time: {seconds:.0f} s")
     assert short is None, short
     assert "data_augmenter_test" in page and "Your notebook is not shown here" not in page
     assert seconds > limits.feedback_cpu_seconds  # a limit on the clock would have cut it
