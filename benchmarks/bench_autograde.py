@@ -8,7 +8,9 @@ In one run it measures:
 - the anchor: plain ``nbgrader autograde`` of ``--anchor`` of them, one after the
   other, with nbgrader's own pipeline (``Execute`` runs every cell of the notebook
   in a kernel beside nbgrader, as the course did before the sandbox);
-- ``grader.batch`` (sandboxed student run + separate checker) once per worker count.
+- ``grader.batch`` (sandboxed student run + separate checker) once per worker count,
+  after a first run of one submission that pays the preflight (timed apart), so that
+  each row finds it done.
 
 Prints, per run: the wall time, the median seconds per submission (one autograde,
 measured inside the worker), the throughput, the peak resident memory of one
@@ -195,9 +197,19 @@ def main(argv=None) -> int:
         solution = sample.solution_notebook(course)
         for i in range(args.n):
             sample.write_submission(tmp / "in", f"student{i:02d}", solution)
+        sample.write_submission(tmp / "one", "student00", solution)
         load = os.getloadavg()[0]
         anchor = plain_nbgrader(course, tmp, args.anchor or args.n)
         rows.append({**anchor, "load": load})
+        # The first run of a configuration grades the course's own solution first (the
+        # preflight), then keeps the result on disk: timed apart, on one submission, so
+        # that every row below finds it done, as an instructor's later runs do. The cache
+        # is the benchmark's own (the workers read it as they start), so the first run
+        # pays the preflight whatever ran before.
+        os.environ["XDG_CACHE_HOME"] = str(tmp / "cache")
+        start = time.monotonic()
+        batch.run(tmp / "one", course, workers=1, force=True, out=tmp / "first", progress=False)
+        first_run = time.monotonic() - start
         for workers in args.workers:
             load = os.getloadavg()[0]
             start = time.monotonic()
@@ -261,6 +273,10 @@ def main(argv=None) -> int:
             f"with {first['workers']}: {steady[1] / steady[0]:.2f}x; start-up of a run "
             f"(wall - submissions per worker x median): {start[0]:.0f} s and {start[1]:.0f} s"
         )
+    print(
+        f"First run of this configuration, 1 submission, 1 worker (the preflight grades the "
+        f"course's solution first; the rows above find it done): {first_run:.0f} s wall"
+    )
     print("\nWhat a fresh sandbox costs per submission (median seconds of an empty run):")
     print("| run | s |")
     print("|---|---|")
