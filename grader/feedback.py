@@ -41,6 +41,7 @@ import re
 import resource
 import signal
 
+import jinja2
 from nbconvert.exporters import HTMLExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import List
@@ -212,7 +213,30 @@ class FeedbackHTML(HTMLExporter):
     def _create_environment(self):
         environment = super()._create_environment()
         environment.globals["feedback_policy"] = FEEDBACK_POLICY
+        environment.bytecode_cache = COMPILED_TEMPLATES
         return environment
+
+
+class CompiledTemplates(jinja2.BytecodeCache):
+    """Templates compiled once per process, kept in memory, by template and source digest.
+
+    Each render makes a new exporter, whose Jinja environment would compile the feedback
+    templates (nbconvert's and nbgrader's, files of the installation) again; the renderer
+    compiles them in `preload()`, before it forks, and each child starts with them.
+    """
+
+    def __init__(self):
+        self.compiled: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket) -> None:
+        if bucket.key in self.compiled:
+            bucket.bytecode_from_string(self.compiled[bucket.key])  # Jinja checks the digest
+
+    def dump_bytecode(self, bucket) -> None:
+        self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+
+COMPILED_TEMPLATES = CompiledTemplates()
 
 
 class BoundedFeedback(FeedbackHTML):
@@ -330,10 +354,11 @@ def preload() -> None:
     """Import, and warm, what rendering needs (the renderer does, once, before it forks).
 
     Besides the imports, each render would also import the gradebook's SQLite dialect,
-    pygments' lexers and mistune's plugins, and compile their patterns, again in every
-    child. Here they are used once, on text written here (never a student's), so that
-    the children inherit them ready.
+    pygments' lexers and mistune's plugins, and compile their patterns and the feedback
+    templates, again in every child. Here they are used once, on text written here (never
+    a student's), so that the children inherit them ready.
     """
+    import nbformat
     import sqlalchemy.dialects.sqlite  # noqa: F401 -- the gradebook
     from bs4 import BeautifulSoup
     from nbconvert.filters.highlight import Highlight2HTML
@@ -342,6 +367,17 @@ def preload() -> None:
 
     from . import feedback_folder  # noqa: F401
 
+    # The feedback templates, compiled into COMPILED_TEMPLATES (found where nbgrader's
+    # GenerateFeedback has its exporter look: its bootstrap CSS is a template too).
+    static = pathlib.Path(nbgrader_templates()).parent / "static"
+    FeedbackHTML(
+        extra_template_paths=[str(static / "node_modules" / "bootstrap" / "dist" / "css")]
+    ).from_notebook_node(
+        nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]),
+        resources={
+            "nbgrader": {"notebook": NOTEBOOK, "score": 0, "max_score": 0, "late_penalty": 0}
+        },
+    )
     Highlight2HTML(pygments_lexer="ipython3")("import numpy as np\nx = np.ones(3)  # a\n")
     BeautifulSoup(
         markdown2html_mistune("# A\n\n*b* `c` [d](e.html)\n\n- [ ] f\n\n| g |\n|---|\n| h |\n"),

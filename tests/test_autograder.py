@@ -489,6 +489,38 @@ def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
         warm.close()
 
 
+COMPILED_BEFORE_RENDER = """
+import sys
+from grader import feedback
+feedback.preload()
+compiled = dict(feedback.COMPILED_TEMPLATES.compiled)
+feedback._render(sys.argv[1], "solution")
+print(len(compiled), feedback.COMPILED_TEMPLATES.compiled == compiled)
+"""
+RENDER_COLD = "import sys; from grader import feedback; feedback._render(sys.argv[1], 'solution')"
+
+
+@pytest.mark.slow
+def test_feedback_templates_compiled_before_the_fork_give_the_same_page(graded, tmp_path):
+    """Does the renderer's warm-up compile every template a render uses (the render
+    compiles none), and is the page then byte for byte the page of a cold process?"""
+    course = tmp_path / "course"
+    shutil.copytree(graded["course"], course)
+    page = course / "feedback" / "solution" / ASSIGNMENT / f"{NOTEBOOK}.html"
+    pages = []
+    for script in (COMPILED_BEFORE_RENDER, RENDER_COLD):
+        page.unlink(missing_ok=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(course)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        pages.append(page.read_bytes())
+        if script is COMPILED_BEFORE_RENDER:
+            count, unchanged = done.stdout.split()[-2:]
+            assert int(count) >= 5 and unchanged == "True", done.stdout
+    assert pages[0] == pages[1]
+
+
 def _group(process) -> int | None:
     try:
         return os.getpgid(process.pid)
