@@ -363,16 +363,16 @@ def preload() -> None:
     from bs4 import BeautifulSoup
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
-    from nbgrader.converters import GenerateFeedback  # noqa: F401
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
 
     from . import feedback_folder  # noqa: F401
 
-    # The feedback templates, compiled into COMPILED_TEMPLATES (found where nbgrader's
-    # GenerateFeedback has its exporter look: its bootstrap CSS is a template too).
-    static = pathlib.Path(nbgrader_templates()).parent / "static"
-    FeedbackHTML(
-        extra_template_paths=[str(static / "node_modules" / "bootstrap" / "dist" / "css")]
-    ).from_notebook_node(
+    # The feedback templates, compiled into COMPILED_TEMPLATES by an exporter made as
+    # GenerateFeedback.start() makes it (GenerateFeedback's config says where its templates
+    # are, its bootstrap CSS among them), on a notebook written here.
+    converter = GenerateFeedback(coursedir=CourseDirectory())
+    FeedbackHTML(parent=converter, config=converter.config).from_notebook_node(
         nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]),
         resources={
             "nbgrader": {"notebook": NOTEBOOK, "score": 0, "max_score": 0, "late_penalty": 0}
