@@ -489,15 +489,22 @@ def test_feedback_renderer_stays_warm_and_kills_a_slow_render(graded, tmp_path):
         warm.close()
 
 
-COMPILED_BEFORE_RENDER = """
-import sys
-from grader import feedback
-feedback.preload()
-compiled = dict(feedback.COMPILED_TEMPLATES.compiled)
-feedback._render(sys.argv[1], "solution")
-print(len(compiled), feedback.COMPILED_TEMPLATES.compiled == compiled)
-"""
-RENDER_COLD = "import sys; from grader import feedback; feedback._render(sys.argv[1], 'solution')"
+# A render as the renderer's child does it (render_limited), after preload() or cold.
+RENDER = (
+    "from grader import feedback\n"
+    "from grader.config import SETTINGS\n"
+    "feedback.render_limited(sys.argv[1], 'solution', SETTINGS.feedback_cpu_seconds, "
+    "SETTINGS.feedback_memory_mb)\n"
+)
+COMPILED_BEFORE_RENDER = (
+    "import sys\n"
+    "from grader import feedback\n"
+    "feedback.preload()\n"
+    "compiled = dict(feedback.COMPILED_TEMPLATES.compiled)\n"
+    + RENDER
+    + "print(len(compiled), feedback.COMPILED_TEMPLATES.compiled == compiled)\n"
+)
+RENDER_COLD = "import sys\n" + RENDER
 
 
 @pytest.mark.slow

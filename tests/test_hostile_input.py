@@ -442,9 +442,9 @@ def test_feedback_is_not_cut_short_by_a_busy_machine(graded, monkeypatch):
     monkeypatch.setattr(feedback, "SETTINGS", limits)
 
     # Stop the render 98 % of the time, without loading the machine: its wall time is then
-    # about 50 times its processor time, past the limit of 3 s even on a fast machine (a
-    # render that takes 0.15 s of processor time was stopped 90 % of the time for 1.5 s).
-    # A render is stopped within 5 ms of its start, not at the next round.
+    # about 50 times its processor time, past the limit of 3 s even on a fast machine. A
+    # render is stopped within 5 ms of its start, not at the next round (a loop that looked
+    # every 0.3 s and stopped it 90 % of the time let a fast machine's render end in 1.5 s).
     def starve(stop):
         me = psutil.Process()
         while not stop.is_set():
